@@ -1,0 +1,19 @@
+"""admin: not built yet (see the open issues); answers 501 in the error envelope."""
+
+import functions_framework
+
+from shared.errors import NotImplementedYet
+from shared.http import Routes
+
+routes = Routes("admin")
+
+
+@routes.route("GET", "/<path:rest>")
+@routes.route("GET", "/")
+def not_built(request, rest=""):
+    raise NotImplementedYet()
+
+
+@functions_framework.http
+def admin(request):
+    return routes.handle(request)

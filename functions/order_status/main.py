@@ -1,0 +1,19 @@
+"""order_status: not built yet (see the open issues); answers 501 in the error envelope."""
+
+import functions_framework
+
+from shared.errors import NotImplementedYet
+from shared.http import Routes
+
+routes = Routes("order_status")
+
+
+@routes.route("GET", "/<path:rest>")
+@routes.route("GET", "/")
+def not_built(request, rest=""):
+    raise NotImplementedYet()
+
+
+@functions_framework.http
+def order_status(request):
+    return routes.handle(request)

@@ -1,0 +1,194 @@
+"""The local task queue: delivers due jobs to order_worker over HTTP, the way Cloud Tasks would.
+
+It runs inside `orderpipe dev`. Like a Cloud Tasks queue it keeps, per job and generation, a
+delivery count (sent as `X-CloudTasks-TaskRetryCount`) and the time of the next delivery, applies
+the queue's backoff after a failed delivery, redelivers when a delivery gets no answer, and stops
+after the queue's max attempts (the worker dead-letters on that last attempt). The bookkeeping is
+in the jobs table, so a restart resumes where the last process stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from shared import errors
+from shared.config import Settings
+from shared.db.pool import Database
+from shared.jobs.dispatch import LocalDispatcher, task_id
+from shared.jobs.queues import queue_id, retry_policy
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.2  # the longest a job written by another process waits to be noticed
+# A delivery cut off by a crash would wait for its dispatch deadline; rescuing expired leases this
+# often (reconcile does it every minute too) lets an interrupted job resume seconds after its lease.
+RESCUE_INTERVAL_S = 5.0
+
+TAKE_DELIVERIES = """
+WITH due AS (
+    SELECT job_id FROM jobs
+    WHERE ((status IN ('pending', 'retryable') AND run_at <= now())
+           OR (status = 'running' AND locked_until < now()))
+      AND (next_delivery_at IS NULL OR next_delivery_at <= now())
+    ORDER BY run_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET next_delivery_at = now() + make_interval(secs => :deadline_s),
+    delivery_attempts = j.delivery_attempts + 1,
+    dispatched_at = coalesce(j.dispatched_at, now())
+FROM due
+WHERE j.job_id = due.job_id
+RETURNING j.job_id, j.queue, j.dispatch_generation, j.delivery_attempts, j.run_at
+"""
+
+DELIVERY_DONE = """
+UPDATE jobs SET next_delivery_at = NULL
+WHERE job_id = :job_id AND dispatch_generation = :generation
+"""
+
+DELIVERY_FAILED = """
+UPDATE jobs SET next_delivery_at = now() + make_interval(secs => :delay_s)
+WHERE job_id = :job_id AND dispatch_generation = :generation
+"""
+
+# After the queue's last attempt the task is gone, as in Cloud Tasks; reconcile starts a new generation.
+DELIVERIES_EXHAUSTED = """
+UPDATE jobs SET next_delivery_at = 'infinity'
+WHERE job_id = :job_id AND dispatch_generation = :generation
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    job_id: int
+    queue: str
+    generation: int
+    retry_count: int
+    previous_response: int | None = None
+
+
+class LocalDeliveryLoop:
+    def __init__(self, db: Database, settings: Settings, dispatcher: LocalDispatcher, *, worker_url: str,
+                 token: str):
+        self.db = db
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.worker_url = worker_url.rstrip("/") + "/tasks"
+        self.token = token
+        self.policy = retry_policy(settings)
+        self.concurrency = settings.local_dispatch_concurrency
+        self._stop = threading.Event()
+        self._inflight = threading.Semaphore(self.concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deliver")
+        self._http = httpx.Client(timeout=settings.jobs_dispatch_deadline_s,
+                                  limits=httpx.Limits(max_connections=self.concurrency))
+        self._thread = threading.Thread(target=self._run, name="local-dispatcher", daemon=True)
+        self.delivered = 0
+
+    def start(self) -> None:
+        self.dispatcher.loop_alive = self._thread.is_alive
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.dispatcher.wakeup.set()
+        self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._http.close()
+
+    def _run(self) -> None:
+        from shared.jobs import rescue_stale_jobs
+
+        next_rescue = 0.0
+        while not self._stop.is_set():
+            self.dispatcher.wakeup.clear()
+            try:
+                if time.monotonic() >= next_rescue:
+                    rescue_stale_jobs(self.db)
+                    next_rescue = time.monotonic() + RESCUE_INTERVAL_S
+                taken = self._take_and_deliver()
+            except errors.OrderpipeError as exc:
+                log.warning("local dispatcher cannot reach the database", extra={"code": exc.code})
+                self._stop.wait(1.0)
+                continue
+            except Exception:
+                log.exception("local dispatcher loop error")
+                self._stop.wait(1.0)
+                continue
+            if not taken:
+                self.dispatcher.wakeup.wait(POLL_INTERVAL_S)
+
+    def _take_and_deliver(self) -> int:
+        free = 0
+        while free < self.concurrency and self._inflight.acquire(blocking=False):
+            free += 1
+        if free == 0:
+            # Every delivery slot is busy: wait for one rather than spin.
+            self._inflight.acquire(timeout=POLL_INTERVAL_S) and self._inflight.release()
+            return 1
+        try:
+            with self.db.connection() as conn:
+                rows = conn.fetch_all(TAKE_DELIVERIES, limit=free, deadline_s=self.settings.jobs_dispatch_deadline_s)
+        except BaseException:
+            for _ in range(free):
+                self._inflight.release()
+            raise
+        for _ in range(free - len(rows)):
+            self._inflight.release()
+        for row in rows:
+            delivery = Delivery(row["job_id"], row["queue"], row["dispatch_generation"], row["delivery_attempts"] - 1)
+            self._pool.submit(self._deliver_and_release, delivery)
+        return len(rows)
+
+    def _deliver_and_release(self, delivery: Delivery) -> None:
+        try:
+            self._deliver(delivery)
+        except Exception:
+            log.exception("local delivery bookkeeping failed", extra={"job_id": delivery.job_id})
+        finally:
+            self._inflight.release()
+            self.dispatcher.wakeup.set()  # a slot is free: look for more work now
+
+    def _deliver(self, delivery: Delivery) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {self.token}",
+            "X-CloudTasks-QueueName": queue_id(self.settings, delivery.queue),
+            "X-CloudTasks-TaskName": task_id(delivery.job_id, delivery.generation),
+            "X-CloudTasks-TaskRetryCount": str(delivery.retry_count),
+            "X-CloudTasks-TaskExecutionCount": str(delivery.retry_count),
+            "X-CloudTasks-TaskETA": f"{time.time():.6f}",
+        }
+        status, retry_after = None, 0
+        try:
+            response = self._http.post(self.worker_url, json={"job_id": delivery.job_id}, headers=headers)
+            status = response.status_code
+            retry_after = _int(response.headers.get("Retry-After"))
+        except httpx.HTTPError as exc:
+            log.info("local delivery got no answer", extra={"job_id": delivery.job_id, "error": type(exc).__name__})
+        self.delivered += 1
+        with self.db.connection() as conn:
+            if status is not None and 200 <= status < 300:
+                conn.execute(DELIVERY_DONE, job_id=delivery.job_id, generation=delivery.generation)
+            elif self.policy.is_last_attempt(delivery.retry_count):
+                conn.execute(DELIVERIES_EXHAUSTED, job_id=delivery.job_id, generation=delivery.generation)
+            else:
+                delay = self.policy.backoff_s(delivery.retry_count)
+                if status in (429, 503) and retry_after:
+                    delay = min(max(delay, retry_after), self.policy.max_backoff_s)
+                conn.execute(DELIVERY_FAILED, job_id=delivery.job_id, generation=delivery.generation, delay_s=delay)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0

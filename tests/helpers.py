@@ -1,0 +1,128 @@
+"""Helpers the tests share: free ports, waiting for an observable state, servers in threads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll `condition` until it returns something truthy; fail the test if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def probe_runs(data_dir: Path | str, name: str) -> list[tuple[int, int, float]]:
+    """(job_id, attempt, unix time) for each run the `probe` job kind recorded under `name`."""
+    path = Path(data_dir) / "probe" / f"{name}.log"
+    if not path.exists():
+        return []
+    runs = []
+    for line in path.read_text().splitlines():
+        job_id, attempt, at = line.split()
+        runs.append((int(job_id), int(attempt), float(at)))
+    return runs
+
+
+class WorkerServer:
+    """order_worker served over real HTTP in this process, with the local task queue delivering to it."""
+
+    def __init__(self, runtime, *, with_loop: bool = True):
+        import functions_framework
+
+        from shared.devserver import WsgiServer
+        from shared.jobs.local import LocalDeliveryLoop
+
+        app = functions_framework.create_app("order_worker", str(ROOT / "functions/order_worker/main.py"))
+        self.port = free_port()
+        self.server = WsgiServer(app, "127.0.0.1", self.port, threads=16, name="test-worker")
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = None
+        if with_loop:
+            self.loop = LocalDeliveryLoop(runtime.db, runtime.settings, runtime.dispatcher, worker_url=self.url,
+                                          token=runtime.secrets.get("internal-task-token"))
+
+    def __enter__(self):
+        self.server.start()
+        if self.loop:
+            self.loop.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.loop:
+            self.loop.stop()
+        self.server.stop()
+
+
+class DevProcess:
+    """`orderpipe dev` in a subprocess, for end-to-end tests."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], *, port: int | None = None, sim_port: int | None = None):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.sim_port = sim_port or free_port()
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.data_dir.parent / f"dev-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> DevProcess:
+        import httpx
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "dev", "--port", str(self.port), "--sim-port", str(self.sim_port),
+             "--data-dir", str(self.data_dir)],
+            env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+
+        def ready():
+            if self.process.poll() is not None:
+                raise AssertionError(f"orderpipe dev exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{self.url}/self_test/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=timeout, interval=0.1, what="orderpipe dev to be ready")
+        return self
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.process and self.process.poll() is None:
+            self.terminate()

@@ -48,6 +48,13 @@ class Unauthorized(OrderpipeError):
     default_message = "A valid credential is required."
 
 
+class WebhookSignatureInvalid(Unauthorized):
+    """A webhook whose signature or timestamp does not check out: 401, and nothing is stored."""
+
+    code = "invalid_signature"
+    default_message = "The webhook signature is missing, wrong, or too old."
+
+
 class NotFound(OrderpipeError):
     status = 404
     code = "not_found"

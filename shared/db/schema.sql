@@ -178,6 +178,8 @@ CREATE TABLE order_items (
     product_name       text NOT NULL,
     quantity           integer NOT NULL CHECK (quantity BETWEEN 1 AND 100),
     unit_price_minor   bigint NOT NULL CHECK (unit_price_minor > 0),
+    -- the vendor's fee when the order was made: metrics recomputed later give the same fees
+    platform_fee_bps   integer NOT NULL CHECK (platform_fee_bps BETWEEN 0 AND 10000),
     fulfillment_status text NOT NULL DEFAULT 'pending' CHECK (fulfillment_status IN (
                            'pending', 'processing', 'shipped', 'delivered', 'returned', 'refunded')),
     PRIMARY KEY (order_id, product_id),

@@ -35,6 +35,11 @@ _KINDS: dict[str, JobKind] = {}
 # Modules that register handlers with @job_handler. Later issues add theirs here.
 HANDLER_MODULES = (
     "shared.jobs.builtin",
+    "shared.flows.finalization",  # finalize_order
+    "shared.flows.webhooks",  # process_webhook_event
+    "shared.flows.expiry",  # expire_reservation
+    "shared.flows.post_purchase",  # verification_deadline
+    "shared.flows.metrics",  # refresh_metrics
 )
 
 

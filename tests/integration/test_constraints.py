@@ -31,8 +31,8 @@ def test_reserved_can_never_exceed_on_hand(db):
 def test_fulfillment_status_outside_the_list_is_refused(db):
     with pytest.raises(errors.IntegrityError), db.transaction() as conn:
         conn.execute("""INSERT INTO order_items (order_id, line_no, product_id, vendor_id, product_name, quantity,
-                        unit_price_minor, fulfillment_status)
-                        VALUES (gen_random_uuid(), 1, gen_random_uuid(), gen_random_uuid(), 'x', 1, 1, 'lost')""")
+                        platform_fee_bps, unit_price_minor, fulfillment_status)
+                        VALUES (gen_random_uuid(), 1, gen_random_uuid(), gen_random_uuid(), 'x', 1, 100, 1, 'lost')""")
 
 
 def test_seeding_the_demo_catalog_twice_creates_it_once(db):

@@ -151,8 +151,8 @@ def seed_demo_command(data_dir: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def check(data_dir: Path, as_json: bool) -> None:
     """Check every data invariant; exit 1 on any breach."""
+    from shared.encoding import json_default
     from shared.flows.invariants import run_checks
-    from shared.http import json_default
 
     with local_runtime(data_dir) as runtime, runtime.db.connection() as conn:
         results = run_checks(conn)
@@ -200,7 +200,7 @@ def jobs_list(status: str | None, kind: str | None, limit: int, offset: int, dat
 @DATA_DIR_OPTION
 def jobs_show(job_id: int, data_dir: Path) -> None:
     """Show one job in full."""
-    from shared.http import json_default
+    from shared.encoding import json_default
     from shared.jobs import store
 
     with local_runtime(data_dir) as runtime, runtime.db.connection() as conn:
@@ -239,6 +239,50 @@ def jobs_rescue_stale(data_dir: Path) -> None:
     with local_runtime(data_dir) as runtime:
         counts = job_layer.rescue_stale_jobs(runtime.db)
     console.print(counts)
+
+
+# --- reconcile and demo -----------------------------------------------------------------------------
+
+
+@main.command("reconcile")
+@click.argument("tasks", nargs=-1)
+@click.option("--window-hours", default=48, show_default=True, type=click.IntRange(1, 24 * 400))
+@DATA_DIR_OPTION
+def reconcile_command(tasks: tuple[str, ...], window_hours: int, data_dir: Path) -> None:
+    """Run reconcile's tasks now (all of them, or the ones named)."""
+    from shared.flows import reconcile as flow
+    from shared.http import describe_validation_errors
+
+    try:
+        request = flow.ReconcileIn(tasks=list(tasks) or None, window_hours=window_hours)
+    except ValueError as exc:
+        fail(f"unknown task: {describe_validation_errors(exc)[0]['message']} (known: {', '.join(flow.TASK_ORDER)})")
+    with local_runtime(data_dir) as runtime:
+        result = flow.run(runtime, request)
+    table = Table("task", "result")
+    for name, counts in result["ran"].items():
+        table.add_row(name, json.dumps(counts, default=str))
+    for name in result["skipped"]:
+        table.add_row(name, "[yellow]skipped: running elsewhere[/yellow]")
+    console.print(table)
+
+
+@main.command()
+@click.option("--provider", type=click.Choice(["esewa", "khalti", "stripe"]), default="esewa", show_default=True)
+@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="The running dev server.")
+@click.option("--sim-url", default="http://127.0.0.1:8090", show_default=True, help="The gateway simulator.")
+def demo(provider: str, url: str, sim_url: str) -> None:
+    """One purchase end to end against a running `orderpipe dev`; exit 0 only when the order is confirmed."""
+    import httpx
+
+    from shared.demo import DemoFailed, run_demo
+
+    try:
+        run_demo(url, provider, sim_url=sim_url, say=lambda line: console.print(f"• {line}"))
+    except DemoFailed as exc:
+        fail(str(exc))
+    except httpx.HTTPError as exc:
+        fail(f"could not reach the dev server ({type(exc).__name__}); is `orderpipe dev` running at {url}?")
 
 
 if __name__ == "__main__":

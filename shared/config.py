@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: int = Field(default=900, ge=1, alias="RESERVATION_TTL_SECONDS")
     verification_deadline_seconds: int = Field(default=259_200, ge=1, alias="VERIFICATION_DEADLINE_SECONDS")
     metrics_timezone: str = Field(default="UTC", alias="METRICS_TIMEZONE")
+    # Senders allowed on webhook_intake's /standard/{source} (Standard Webhooks), comma-separated.
+    standard_webhook_sources: str = Field(default="logistics", alias="STANDARD_WEBHOOK_SOURCES")
     job_lease_seconds: int = Field(default=60, ge=1, alias="JOB_LEASE_SECONDS")
     # The task queues' retry policy. infra/ configures Cloud Tasks with the same numbers (a test
     # compares them); the local dispatcher applies them itself. Override only to test quickly.

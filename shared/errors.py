@@ -22,6 +22,20 @@ class OrderpipeError(Exception):
         self.details = details or {}
         super().__init__(self.message)
 
+    def with_code(self, code: str) -> OrderpipeError:
+        """The same error under a more specific machine-readable code (e.g. 404 `cart_not_found`)."""
+        self.code = code
+        return self
+
+    @classmethod
+    def replayed(cls, status: int, envelope: dict[str, Any]) -> OrderpipeError:
+        """An error answered before (idempotent replay), raised again with its status, code and details."""
+        error = envelope.get("error", {})
+        exc = OrderpipeError(error.get("message"), details=error.get("details") or {})
+        exc.status = status
+        exc.code = error.get("code", cls.code)
+        return exc
+
 
 # --- the caller sent something wrong (4xx) -------------------------------------------------------
 

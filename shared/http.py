@@ -16,8 +16,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -28,6 +26,7 @@ from werkzeug.wrappers import Request, Response
 
 from shared import errors, logs
 from shared.config import get_settings
+from shared.encoding import json_default
 
 log = logging.getLogger("orderpipe.http")
 
@@ -218,19 +217,6 @@ def require_bearer(request: Request, expected: str) -> None:
     token = bearer_token(request)
     if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
         raise errors.Unauthorized()
-
-
-def json_default(value: Any) -> Any:
-    """JSON for the types rows carry: RFC 3339 UTC times, dates, UUIDs, decimals."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else str(value)
-    return str(value)
 
 
 def _correlation_id(request: Request) -> str:

@@ -1,17 +1,21 @@
-"""reconcile: not built yet (see the open issues); answers 501 in the error envelope."""
+"""reconcile: the scheduled sweeps (private: Cloud Scheduler only)."""
 
 import functions_framework
 
-from shared.errors import NotImplementedYet
-from shared.http import Routes
+from shared.access import require_internal_caller
+from shared.flows import reconcile as flow
+from shared.http import Routes, json_object, validate
+from shared.runtime import get_runtime
 
 routes = Routes("reconcile")
 
 
-@routes.route("GET", "/<path:rest>")
-@routes.route("GET", "/")
-def not_built(request, rest=""):
-    raise NotImplementedYet()
+@routes.post("/")
+def run(request):
+    runtime = get_runtime()
+    require_internal_caller(request, runtime)
+    body = json_object(request) if request.content_length else {}
+    return flow.run(runtime, validate(flow.ReconcileIn, body))
 
 
 @functions_framework.http

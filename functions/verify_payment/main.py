@@ -1,17 +1,19 @@
-"""verify_payment: not built yet (see the open issues); answers 501 in the error envelope."""
+"""verify_payment: confirm a payment server-to-server with its gateway and record it once (public)."""
 
 import functions_framework
 
-from shared.errors import NotImplementedYet
-from shared.http import Routes
+from shared.flows import verification
+from shared.http import Routes, parse_body
+from shared.runtime import get_runtime
 
 routes = Routes("verify_payment")
 
 
-@routes.route("GET", "/<path:rest>")
-@routes.route("GET", "/")
-def not_built(request, rest=""):
-    raise NotImplementedYet()
+@routes.post("/")
+def verify(request):
+    runtime = get_runtime()
+    body = parse_body(request, verification.VerifyIn)
+    return verification.verify_payment(runtime.db, runtime.gateways, body)
 
 
 @functions_framework.http

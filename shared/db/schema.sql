@@ -79,6 +79,8 @@ CREATE TABLE payment_intents (
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     paid_at            timestamptz,
+    -- when reconcile last asked the gateway about this intent (stragglers are polled, not hammered)
+    last_checked_at    timestamptz,
     UNIQUE (provider, external_reference)
 );
 CREATE INDEX payment_intents_status ON payment_intents (status, updated_at);

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from shared import errors
 from shared.db import catalog
 from shared.db.pool import Database
+from shared.types import JsonUuid
 
 Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -23,7 +24,7 @@ class VendorIn(BaseModel):
 
 class ProductIn(BaseModel):
     model_config = ConfigDict(strict=True)
-    vendor_id: uuid.UUID
+    vendor_id: JsonUuid
     name: Text200
     price_minor: int = Field(gt=0, le=10**12)
     currency: Currency = "NPR"

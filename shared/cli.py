@@ -285,5 +285,16 @@ def demo(provider: str, url: str, sim_url: str) -> None:
         fail(f"could not reach the dev server ({type(exc).__name__}); is `orderpipe dev` running at {url}?")
 
 
+def _register_area_commands() -> None:
+    """Commands that live beside their area: the gateway simulator and the metrics pipeline."""
+    from shared.flows.metrics_cli import metrics
+    from shared.simulator.cli import gateway_sim
+
+    main.add_command(gateway_sim, "gateway-sim")
+    main.add_command(metrics, "metrics")
+
+
+_register_area_commands()
+
 if __name__ == "__main__":
     main()

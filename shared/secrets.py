@@ -112,33 +112,57 @@ def ensure_secrets_file(path: Path) -> dict[str, str]:
 
 
 class SecretManagerSecrets:
-    """Google Secret Manager, `latest` version, cached in memory for `ttl_s`, CRC32C-checked."""
+    """Google Secret Manager, `latest` version, cached in memory for `ttl_s`, CRC32C-checked.
 
-    def __init__(self, project: str, *, ttl_s: float = 300.0, endpoint: str | None = None, client=None):
+    One fetch takes at most about `timeout_s`, retries included (the client's own default keeps
+    retrying UNAVAILABLE for 60 s, far too long for a request that waits on it). `endpoint` points
+    the REST transport at a local fake (tests): `http://127.0.0.1:PORT`, no credentials.
+    """
+
+    # At DEBUG the client library logs whole responses — the gRPC transport the secret's payload too
+    # (base64). Its loggers are kept at INFO or above, whatever the rest of `google` is set to.
+    _QUIET_LOGGERS = (
+        "google.cloud.secretmanager_v1",
+        "google.cloud.secretmanager_v1.services.secret_manager_service.client",
+        "google.cloud.secretmanager_v1.services.secret_manager_service.transports.rest",
+        "google.cloud.secretmanager_v1.services.secret_manager_service.transports.grpc",
+    )
+
+    def __init__(self, project: str, *, ttl_s: float = 300.0, endpoint: str | None = None, client=None,
+                 timeout_s: float = 10.0):
         if not project:
             raise errors.ConfigurationError("SECRET_BACKEND=secret_manager needs GCP_PROJECT.")
         self.project = project
         self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        if endpoint and "://" not in endpoint:
+            endpoint = "http://" + endpoint  # a local fake; the REST transport would assume https
         self._endpoint = endpoint
         self._client = client
         self._cache: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()
+        for logger_name in self._QUIET_LOGGERS:
+            # An explicit level, also so that GOOGLE_SDK_PYTHON_LOGGING_SCOPE's set-up leaves them alone.
+            logger = logging.getLogger(logger_name)
+            logger.setLevel(max(logging.INFO, logger.getEffectiveLevel()))
 
     def _get_client(self):
-        if self._client is None:
-            from google.cloud import secretmanager  # imported on first use only
+        with self._client_lock:
+            if self._client is None:
+                from google.cloud import secretmanager  # imported on first use only
 
-            if self._endpoint:
-                # A local fake speaking the REST API (tests): no credentials to find.
-                from google.auth.credentials import AnonymousCredentials
+                if self._endpoint:
+                    # A local fake speaking the REST API (tests): no credentials to find.
+                    from google.auth.credentials import AnonymousCredentials
 
-                self._client = secretmanager.SecretManagerServiceClient(
-                    credentials=AnonymousCredentials(), transport="rest",
-                    client_options={"api_endpoint": self._endpoint},
-                )
-            else:
-                self._client = secretmanager.SecretManagerServiceClient()
-        return self._client
+                    self._client = secretmanager.SecretManagerServiceClient(
+                        credentials=AnonymousCredentials(), transport="rest",
+                        client_options={"api_endpoint": self._endpoint},
+                    )
+                else:
+                    self._client = secretmanager.SecretManagerServiceClient()
+            return self._client
 
     def get(self, name: str) -> str:
         now = time.monotonic()
@@ -153,21 +177,32 @@ class SecretManagerSecrets:
 
     def _fetch(self, name: str) -> str:
         import google_crc32c
+        import requests
         from google.api_core import exceptions as gexc
+        from google.api_core import retry as gretry
+        from google.protobuf import json_format
 
         resource = f"projects/{self.project}/secrets/{name}/versions/latest"
+        retry = gretry.Retry(predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.ResourceExhausted),
+                             initial=0.25, maximum=2.0, multiplier=2.0, timeout=self.timeout_s)
         try:
-            response = self._get_client().access_secret_version(request={"name": resource}, timeout=10)
-        except (gexc.NotFound, gexc.PermissionDenied) as exc:
+            response = self._get_client().access_secret_version(request={"name": resource}, retry=retry,
+                                                                 timeout=self.timeout_s)
+        except (gexc.NotFound, gexc.Forbidden) as exc:
+            # Forbidden, not only PermissionDenied: over REST a 403 arrives as the parent class.
             raise errors.ConfigurationError(f"Secret {name!r} is missing or not readable by this service.") from exc
-        except gexc.GoogleAPICallError as exc:
+        except (gexc.GoogleAPIError, requests.RequestException, json_format.ParseError) as exc:
+            # GoogleAPIError covers RetryError (retries ran out), which is no GoogleAPICallError.
             raise errors.TransientError(f"Secret Manager did not answer for {name!r}.") from exc
-        data = response.payload.data
-        checksum = google_crc32c.Checksum()
-        checksum.update(data)
-        if response.payload.data_crc32c is not None and int(checksum.hexdigest(), 16) != response.payload.data_crc32c:
+        payload = response.payload
+        # `data_crc32c` is a proto3 `optional`: test its presence, since an unset one reads as 0.
+        actual = int(google_crc32c.Checksum(payload.data).hexdigest(), 16)
+        if "data_crc32c" in payload and actual != payload.data_crc32c:
             raise errors.TransientError(f"Secret {name!r} arrived corrupted (CRC32C mismatch).")
-        return data.decode("utf-8")
+        try:
+            return payload.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise errors.ConfigurationError(f"Secret {name!r} is not UTF-8 text.") from None
 
 
 def build_secret_source(settings: Settings) -> SecretSource:

@@ -174,3 +174,28 @@ def admin_auth(test_secrets) -> dict[str, str]:
 
 def random_token() -> str:
     return token_source.token_hex(8)
+
+
+@pytest.fixture
+def simulator(app_env, monkeypatch):
+    """The gateway simulator on a free port, signing with this test's secrets; every gateway URL points at it.
+
+    `.url`, `.pay(provider, reference, outcome="success", amount_minor=None)`, `.replay(...)`, `.refund(...)`,
+    `.fault(provider, mode, count, delay_s)`, `.webhook_log(...)`, `.submit_esewa_form(form_url, fields)`;
+    Stripe events go to `simulator.stripe_webhook_url` (None until a test sets it).
+    """
+    from shared.runtime import get_runtime, reset_runtime
+    from shared.simulator.client import InProcessSimulator
+    from shared.simulator.server import SimulatorServer
+
+    server = SimulatorServer(get_runtime().secrets, host="127.0.0.1", port=0, stripe_webhook_url=None)
+    server.start()
+    try:
+        monkeypatch.setenv("ESEWA_FORM_URL", f"{server.url}/api/epay/main/v2/form")
+        monkeypatch.setenv("ESEWA_STATUS_URL", f"{server.url}/api/epay/transaction/status/")
+        monkeypatch.setenv("KHALTI_BASE_URL", f"{server.url}/api/v2/")
+        monkeypatch.setenv("STRIPE_API_BASE", server.url)
+        reset_runtime()  # settings are read again, now pointing at the simulator
+        yield InProcessSimulator(server)
+    finally:
+        server.stop()

@@ -126,3 +126,24 @@ class DevProcess:
     def __exit__(self, *exc):
         if self.process and self.process.poll() is None:
             self.terminate()
+
+
+class FunctionServer:
+    """One function (`functions/<name>/main.py`) served over real HTTP in this process, as on its own URL."""
+
+    def __init__(self, name: str, *, threads: int = 8):
+        import functions_framework
+
+        from shared.devserver import WsgiServer
+
+        app = functions_framework.create_app(name, str(ROOT / "functions" / name / "main.py"))
+        self.port = free_port()
+        self.server = WsgiServer(app, "127.0.0.1", self.port, threads=threads, name=f"test-{name}")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.stop()

@@ -45,7 +45,15 @@ def task_id(job_id: int, generation: int) -> str:
 
 
 class CloudTasksDispatcher:
-    """Creates one HTTP task per (job, generation) aimed at order_worker, with an OIDC token."""
+    """Creates one HTTP task per (job, generation) aimed at order_worker, with an OIDC token.
+
+    Every call is one attempt bounded by `rpc_timeout_s`: the client's default retries (20 s for
+    GetQueue and DeleteTask) would stall a readiness check or a request thread, and a hand-off that
+    fails is retried by reconcile anyway.
+    """
+
+    rpc_timeout_s: float = 10.0
+    check_timeout_s: float = 5.0
 
     def __init__(self, settings: Settings, *, client: Any = None, on_dispatched=None):
         self.settings = settings
@@ -107,16 +115,21 @@ class CloudTasksDispatcher:
 
         handed = []
         now = datetime.now(UTC)
-        for job in jobs:
+        for index, job in enumerate(jobs):
             if job.run_at - now >= CLOUD_TASKS_HORIZON:
                 continue  # too far ahead for Cloud Tasks; reconcile hands it over when it is closer
             try:
                 self.client.create_task(
                     request={"parent": self.queue_path(job.queue), "task": self.build_task(job, now=now)},
-                    timeout=10,
+                    retry=None, timeout=self.rpc_timeout_s,
                 )
             except gexc.AlreadyExists:
                 pass  # this generation's task exists already: the hand-off happened before
+            except gexc.DeadlineExceeded:
+                # No answer at all: every further job would wait as long. Reconcile hands the rest over.
+                log.warning("cloud tasks did not answer; hand-off of this batch stopped",
+                            extra={"job_id": job.job_id, "left": len(jobs) - index})
+                break
             except Exception:
                 log.warning("cloud tasks hand-off failed; reconcile will retry", extra={"job_id": job.job_id},
                             exc_info=True)
@@ -131,15 +144,16 @@ class CloudTasksDispatcher:
 
         name = f"{self.queue_path(job.queue)}/tasks/{task_id(job.job_id, job.dispatch_generation)}"
         try:
-            self.client.delete_task(request={"name": name}, timeout=10)
-        except (gexc.NotFound, gexc.FailedPrecondition, gexc.Unimplemented):
+            self.client.delete_task(request={"name": name}, retry=None, timeout=self.rpc_timeout_s)
+        except (gexc.NotFound, gexc.FailedPrecondition, gexc.MethodNotImplemented):
             pass  # already ran, already gone, or an emulator without DeleteTask: the worker ignores it anyway
         except Exception:
             log.warning("could not delete the task of a cancelled job", extra={"job_id": job.job_id}, exc_info=True)
 
     def check(self) -> str:
         try:
-            self.client.get_queue(request={"name": self.queue_path("orders")}, timeout=5)
+            self.client.get_queue(request={"name": self.queue_path("orders")}, retry=None,
+                                  timeout=self.check_timeout_s)
             return "ok"
         except Exception:
             return "failed"

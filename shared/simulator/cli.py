@@ -1,0 +1,46 @@
+"""`orderpipe gateway-sim`: the gateway simulator on its own, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8090, show_default=True, help="Port of the simulator.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".orderpipe"),
+              show_default=True, help="Where secrets.json is (the same secrets `orderpipe dev` uses).")
+@click.option("--stripe-webhook-url", default="http://127.0.0.1:8080/webhook_intake/stripe", show_default=True,
+              help="Where Stripe events are POSTed.")
+@click.option("--secrets", "source", type=click.Choice(["file", "env"]), default="file", show_default=True,
+              help="file: <data-dir>/secrets.json (generated if missing); env: ORDERPIPE_SECRET_* variables.")
+def gateway_sim(host: str, port: int, data_dir: Path, stripe_webhook_url: str, source: str) -> None:
+    """Run the eSewa / Khalti / Stripe simulator (real paths plus /sim/* driving paths)."""
+    from shared.secrets import EnvSecrets, FileSecrets
+    from shared.simulator.server import SimulatorServer
+
+    secrets = FileSecrets(data_dir.expanduser() / "secrets.json") if source == "file" else EnvSecrets()
+    product_code = os.environ.get("ESEWA_PRODUCT_CODE", "EPAYTEST")
+    server = SimulatorServer(secrets, host=host, port=port, stripe_webhook_url=stripe_webhook_url,
+                             esewa_product_code=product_code)
+    stopping = threading.Event()
+
+    def request_stop(signum, frame):
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        click.echo(f"gateway simulator at {server.url} (Stripe events → {stripe_webhook_url}); Ctrl-C stops it")
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        click.echo("gateway simulator stopped")

@@ -37,6 +37,7 @@ for each function (order_worker first) and adds the invoker bindings. Safe to re
   --log-level LEVEL        LOG_LEVEL (default INFO)
   --set-env KEY=VALUE      one more environment variable for every function (repeat)
   --migrate-db-user USER   the database user migrations log in as (default: the deployer's IAM user)
+  --order-worker-url URL   ORDER_WORKER_URL and OIDC audience (default https://order-worker-NUMBER.REGION.run.app)
 
 Environment: ORDERPIPE_PYTHON = the python that runs migrations (needs requirements.lock installed;
 default: a venv made in <build-dir>/.venv-migrate).
@@ -73,7 +74,7 @@ while (($#)); do
     case "$option" in
         --project | --region | --env | --only | --public | --project-number | --secret-version | --build-dir | \
             --config | --safe-mode | --metrics-timezone | --public-base-url | --log-level | --set-env | --invoker | \
-            --migrate-db-user)
+            --migrate-db-user | --order-worker-url)
             if ((!has_value)); then
                 (($# >= 2)) || die "$option needs a value"
                 value="$2"
@@ -145,7 +146,7 @@ execute() {
         run) "$@" </dev/null ;;
         check-url)
             answer="$("$@" </dev/null)"
-            printf '%s' "$answer" | helper check-url "${plan_args[@]}" "${resolved_args[@]}"
+            printf '%s' "$answer" | helper check-url "${plan_args[@]}" ${resolved_args[@]+"${resolved_args[@]}"}
             ;;
         *) die "unknown step kind $kind" ;;
     esac
@@ -213,11 +214,14 @@ while IFS= read -r -d '' kind <&3; do
     answer="$("${argv[@]}" </dev/null)"
     case "$kind" in
         project-number) resolved_args+=(--project-number "$answer") ;;
-        secret:*) resolved_args+=(--secret-version "${kind#secret:}=$(printf '%s' "$answer" | helper version-number)") ;;
+        secret:*)
+            version="$(printf '%s' "$answer" | helper version-number)"
+            resolved_args+=(--secret-version "${kind#secret:}=$version")
+            ;;
         *) die "unknown resolve kind $kind" ;;
     esac
 done 3<"$tmp/resolve"
 
-helper steps "${plan_args[@]}" "${resolved_args[@]}" >"$tmp/steps"
+helper steps "${plan_args[@]}" ${resolved_args[@]+"${resolved_args[@]}"} >"$tmp/steps"
 run_records "$tmp/steps"
 say "deployed: $(helper functions "${plan_args[@]}" | paste -sd ' ' -)"

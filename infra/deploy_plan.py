@@ -26,8 +26,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "infra" / "functions.json"
-LOCK = ROOT / "requirements.lock"
-MIGRATE_SCRIPT = ROOT / "infra" / "migrate.py"
 MIGRATE_DIR = "_migrate"  # build/<this>/ = shared/ + migrate.py: the migration runs the staged code too
 
 # Never shipped in a bundle: caches, tests, local data, local secrets.
@@ -137,6 +135,7 @@ class Options:
     instance_connection_name: str | None = None
     db_name: str | None = None
     migrate_db_user: str | None = None
+    order_worker_url: str | None = None
     service_accounts: dict[str, str] = field(default_factory=dict)  # role → email, from the config file
     queues: dict[str, str] = field(default_factory=dict)
     config_file: Path | None = None
@@ -182,6 +181,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set-env", action="append", help="KEY=VALUE for every function")
     p.add_argument("--invoker", action="append", help="FUNCTION=MEMBER extra run.invoker binding")
     p.add_argument("--migrate-db-user")
+    p.add_argument("--order-worker-url", help="override the computed run.app URL (and OIDC audience)")
     p.add_argument("--python", default="python3")
     return p
 
@@ -229,7 +229,8 @@ def options_from(argv: list[str], manifest: dict[str, Any] | None = None) -> Opt
     for name, version in versions.items():
         if not version.isdigit():
             raise PlanError(f"--secret-version {name}={version}: pin a version number")
-    extra_env = dict(_pairs(args.set_env, "--set-env"))
+    extra_env = {str(k): str(v) for k, v in (config.get("extra_env") or {}).items()}
+    extra_env.update(_pairs(args.set_env, "--set-env"))
     for key in extra_env:
         if not _KEY.match(key):
             raise PlanError(f"--set-env {key!r} is not an environment variable name")
@@ -267,6 +268,7 @@ def options_from(argv: list[str], manifest: dict[str, Any] | None = None) -> Opt
         instance_connection_name=config.get("instance_connection_name"),
         db_name=config.get("db_name"),
         migrate_db_user=args.migrate_db_user,
+        order_worker_url=pick(args.order_worker_url, "order_worker_url", None),
         service_accounts=dict(config.get("service_accounts") or {}),
         queues=dict(config.get("queues") or {}),
         config_file=config_file,
@@ -314,8 +316,17 @@ class Plan:
 
     @property
     def order_worker_url(self) -> str:
+        if self.o.order_worker_url:
+            if not self.o.order_worker_url.startswith("https://"):
+                raise PlanError("--order-worker-url must be an https:// URL")
+            return self.o.order_worker_url.rstrip("/")
         number = self.o.project_number or "PROJECT_NUMBER"
         return run_url("order_worker", number, self.o.region)
+
+    @property
+    def needs_project_number(self) -> bool:
+        """The project number is only needed for the computed run.app URL."""
+        return not (self.o.project_number or self.o.order_worker_url)
 
     def is_public(self, function: str) -> bool:
         return bool(self.m["functions"][function]["public"]) or function in self.o.public
@@ -429,7 +440,7 @@ class Plan:
     def resolve_steps(self) -> list[tuple[str, list[str]]]:
         """What deploy.sh asks gcloud before deploying: (`project-number` | `secret:NAME`, argv)."""
         out: list[tuple[str, list[str]]] = []
-        if not self.o.project_number:
+        if self.needs_project_number:
             out.append(("project-number", self.project_number_command()))
         out.extend((f"secret:{s}", self.secret_version_command(s)) for s in self.unpinned_secrets())
         return out
@@ -496,7 +507,7 @@ class Plan:
         lines = [
             f"orderpipe deploy plan: project {o.project}, region {o.region}, env {o.env} (dry run: nothing is called)",
             f"  config file:      {o.config_file or 'none (names from infra/functions.json conventions)'}",
-            f"  build dir:        {o.build_dir} (each function: main.py + shared/ + requirements.txt = requirements.lock)",
+            f"  build dir:        {o.build_dir} (each: main.py + shared/ + requirements.txt = requirements.lock)",
             f"  database:         {self.instance_connection_name} / {self.db_name}, "
             + ("IAM database auth" if o.db_iam_auth else "password auth (secret db-password)")
             + f", {self.m['database']['ip_type']} IP through the Cloud SQL connector",
@@ -506,7 +517,8 @@ class Plan:
             f"  queues:           {self.queue('orders')}, {self.queue('timers')}; tasks OIDC identity "
             f"{self.email(self.m['tasks_invoker'])}",
             f"  ORDER_WORKER_URL: {self.order_worker_url}"
-            + ("" if o.project_number else "  (PROJECT_NUMBER is read with gcloud projects describe at deploy)"),
+            + ("" if o.project_number or o.order_worker_url
+               else "  (PROJECT_NUMBER is read with gcloud projects describe at deploy)"),
             f"  SAFE_MODE:        {'true (gateway sandboxes)' if o.safe_mode else 'false (LIVE gateways)'}",
             "",
         ]
@@ -536,7 +548,7 @@ class Plan:
         if migrate or migrate_only:
             step("migrate: " + shlex.join(self.migrate_command(python)))
         if not migrate_only:
-            if not o.project_number:
+            if self.needs_project_number:
                 step("resolve: " + shlex.join(self.project_number_command()))
             for secret in self.unpinned_secrets():
                 step(f"pin {secret} to its latest enabled version: " + shlex.join(self.secret_version_command(secret)))

@@ -149,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
                         conn.execute_script(statement)
                 print(f"granted {args.app_role} to {', '.join(args.member) or 'nobody'}")
     except errors.OrderpipeError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        details = getattr(exc, "details", None) or {}
+        print(f"error: {exc.message} {details or ''}".rstrip(), file=sys.stderr)
+        if exc.__cause__ is not None:  # e.g. no application-default credentials, or the instance is unknown
+            print(f"cause: {type(exc.__cause__).__name__}: {str(exc.__cause__)[:500]}", file=sys.stderr)
+        if details.get("sqlstate") == "42501":  # insufficient_privilege
+            print("hint: the migrating user may not create tables in schema public yet: run "
+                  "`./deploy.sh --project P --region R --bootstrap-db` once (infra/README.md)", file=sys.stderr)
         return 1
     finally:
         db.close()

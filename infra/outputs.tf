@@ -11,6 +11,7 @@ output "deploy_config" {
     safe_mode                = var.safe_mode
     metrics_timezone         = var.metrics_timezone
     public_base_url          = var.public_base_url
+    extra_env                = var.function_env
     queues                   = { for key, queue in google_cloud_tasks_queue.queues : key => queue.name }
     service_accounts         = { for role, sa in google_service_account.sa : role => sa.email }
   }

@@ -21,7 +21,7 @@ locals {
     }
   }
 
-  reconcile_url = module.layout.function_urls["reconcile"]
+  reconcile_url = var.reconcile_url != "" ? var.reconcile_url : module.layout.function_urls["reconcile"]
 }
 
 resource "google_cloud_scheduler_job" "reconcile" {

@@ -7,12 +7,12 @@ locals {
     orders = {
       name                      = "orderpipe-orders"
       max_dispatches_per_second = 200
-      max_concurrent_dispatches = 200
+      max_concurrent_dispatches = 32
     }
     timers = {
       name                      = "orderpipe-timers"
       max_dispatches_per_second = 50
-      max_concurrent_dispatches = 50
+      max_concurrent_dispatches = 8
     }
   }
 

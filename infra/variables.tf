@@ -32,6 +32,18 @@ variable "public_base_url" {
   default     = ""
 }
 
+variable "reconcile_url" {
+  description = "Override reconcile's URL for the scheduler jobs (default: its deterministic run.app URL)."
+  type        = string
+  default     = ""
+}
+
+variable "function_env" {
+  description = "More non-secret environment for every function, e.g. { ESEWA_PRODUCT_CODE = \"...\" } for live eSewa."
+  type        = map(string)
+  default     = {}
+}
+
 variable "db_tier" {
   description = "Cloud SQL machine type. max_connections comes from infra/functions.json, not from the tier."
   type        = string

@@ -24,8 +24,18 @@ DATA_DIR_OPTION = click.option(
 )
 
 
+class OrderpipeGroup(click.Group):
+    """Our errors end a command with their message and exit 1 — never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except errors.OrderpipeError as exc:
+            fail(f"{exc.message} ({exc.code})")
+
+
 @contextmanager
-def local_runtime(data_dir: Path) -> Iterator:
+def local_runtime(data_dir: Path, *, require_schema: bool = True) -> Iterator:
     """The runtime for a CLI command: DATABASE_URL when set, else the embedded server of `data_dir`.
 
     The embedded server is started if it is not running; it is stopped again afterwards only if
@@ -43,7 +53,14 @@ def local_runtime(data_dir: Path) -> Iterator:
         os.environ["DATABASE_URL"] = embedded.acquire()
     reset_runtime()
     try:
-        yield get_runtime()
+        runtime = get_runtime()
+        if require_schema:
+            from shared.db import migrations
+
+            with runtime.db.connection() as conn:
+                if not migrations.is_current(conn):
+                    fail("the database schema is not current: run `orderpipe migrate` first")
+        yield runtime
     finally:
         reset_runtime()
         if embedded is not None:
@@ -56,7 +73,7 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-@click.group()
+@click.group(cls=OrderpipeGroup)
 @click.version_option(__version__, prog_name="orderpipe")
 def main() -> None:
     """orderpipe: every captured payment becomes exactly one order, or lands in a list a person acts on."""
@@ -73,14 +90,16 @@ def main() -> None:
 @click.option("--sim-port", default=8090, show_default=True, help="Port of the gateway simulator.")
 @DATA_DIR_OPTION
 @click.option("--no-scheduler", is_flag=True, help="Do not run reconcile on its schedule.")
-def dev(port: int, sim_port: int, data_dir: Path, no_scheduler: bool) -> None:
+@click.option("--no-simulator", is_flag=True,
+              help="Do not start the gateway simulator; use the one already running at --sim-port.")
+def dev(port: int, sim_port: int, data_dir: Path, no_scheduler: bool, no_simulator: bool) -> None:
     """Run the whole pipeline locally: PostgreSQL, every function, the task queue, the simulator."""
     from shared.devserver import DevServer
     from shared.logs import configure_logging
 
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     server = DevServer(data_dir=data_dir.expanduser().resolve(), port=port, sim_port=sim_port,
-                       run_scheduler=not no_scheduler)
+                       run_scheduler=not no_scheduler, run_simulator=not no_simulator)
 
     def announce(urls: dict[str, str]) -> None:
         table = Table(title="orderpipe dev", show_header=False)
@@ -113,7 +132,7 @@ def migrate(show_status: bool, data_dir: Path) -> None:
     """Apply pending migrations (or show their status)."""
     from shared.db import migrations
 
-    with local_runtime(data_dir) as runtime, runtime.db.connection() as conn:
+    with local_runtime(data_dir, require_schema=False) as runtime, runtime.db.connection() as conn:
         if show_status:
             table = Table("version", "name", "state", "applied at")
             states = migrations.status(conn)
@@ -246,7 +265,7 @@ def jobs_rescue_stale(data_dir: Path) -> None:
 
 @main.command("reconcile")
 @click.argument("tasks", nargs=-1)
-@click.option("--window-hours", default=48, show_default=True, type=click.IntRange(1, 24 * 400))
+@click.option("--window-hours", default=48, show_default=True, type=click.IntRange(1, 24 * 31))
 @DATA_DIR_OPTION
 def reconcile_command(tasks: tuple[str, ...], window_hours: int, data_dir: Path) -> None:
     """Run reconcile's tasks now (all of them, or the ones named)."""

@@ -147,6 +147,7 @@ class DevServer:
     host: str = "127.0.0.1"
     seed: bool = True
     run_scheduler: bool = True
+    run_simulator: bool = True  # False: a simulator started separately (`orderpipe gateway-sim`) is at sim_port
     _stack: list = field(default_factory=list)
     embedded: EmbeddedPostgres | None = None
 
@@ -192,7 +193,7 @@ class DevServer:
         if self.seed:
             seed_demo(runtime.db)
 
-        simulator = _start_simulator(self, runtime)
+        simulator = _start_simulator(self, runtime) if self.run_simulator else None
         if simulator is not None:
             self._stack.append(("gateway simulator", simulator.stop))
 
@@ -213,7 +214,7 @@ class DevServer:
             self._stack.append(("scheduler", scheduler.stop))
 
         urls = {name: f"{self.base_url}/{name}" for name in FUNCTION_NAMES}
-        urls["gateway simulator"] = f"http://{self.host}:{self.sim_port}" if simulator else "(not available)"
+        urls["gateway simulator"] = f"http://{self.host}:{self.sim_port}" + ("" if simulator else " (run separately)")
         return urls
 
     def stop(self) -> None:

@@ -168,7 +168,7 @@ def json_object(request: Request) -> dict[str, Any]:
     data = raw_body(request)
     try:
         value = json.loads(data) if data else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise errors.InvalidJson() from None
     if not isinstance(value, dict):
         raise errors.InvalidJson()

@@ -78,8 +78,10 @@ class WorkerServer:
 class DevProcess:
     """`orderpipe dev` in a subprocess, for end-to-end tests."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], *, port: int | None = None, sim_port: int | None = None):
+    def __init__(self, data_dir: Path, env: dict[str, str], *, port: int | None = None, sim_port: int | None = None,
+                 extra_args: tuple[str, ...] = ()):
         self.data_dir = Path(data_dir)
+        self.extra_args = tuple(extra_args)
         self.port = port or free_port()
         self.sim_port = sim_port or free_port()
         self.env = env
@@ -97,7 +99,7 @@ class DevProcess:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "dev", "--port", str(self.port), "--sim-port", str(self.sim_port),
-             "--data-dir", str(self.data_dir)],
+             "--data-dir", str(self.data_dir), *self.extra_args],
             env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
         )
 
@@ -147,3 +149,45 @@ class FunctionServer:
 
     def __exit__(self, *exc):
         self.server.stop()
+
+
+class SimulatorProcess:
+    """`orderpipe gateway-sim` in a subprocess: it outlives a dev server killed with SIGKILL, as a gateway would."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, webhook_url: str):
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.webhook_url = webhook_url
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.data_dir.parent / f"sim-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> SimulatorProcess:
+        import httpx
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "gateway-sim", "--port", str(self.port), "--data-dir",
+             str(self.data_dir), "--stripe-webhook-url", self.webhook_url],
+            env={**os.environ, "LOG_LEVEL": "WARNING"}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+
+        def ready():
+            if self.process.poll() is not None:
+                raise AssertionError(f"gateway-sim exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{self.url}/sim/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=timeout, interval=0.1, what="the gateway simulator")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(15)

@@ -14,6 +14,9 @@
     vendorId: null,
     timer: null,
     busy: false,
+    again: null,
+    jobsTicket: 0,
+    orderTicket: 0,
   };
 
   // --- small DOM helpers ----------------------------------------------------------------------
@@ -34,7 +37,7 @@
   }
 
   function append(node, children) {
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === undefined || child === null || child === false) continue;
       node.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -309,10 +312,12 @@
 
   async function loadJobs() {
     const { status, kind, limit, offset } = state.jobs;
+    const ticket = ++state.jobsTicket;
     let page;
     try {
       page = await api(`api/jobs${query({ status, kind, limit, offset })}`);
     } catch (error) {
+      if (ticket !== state.jobsTicket) return;
       if (error instanceof ApiError && error.status === 422) {
         replace($("jobs-body"), el("tr", {}, el("td", { colspan: 8, className: "empty",
           text: "Those filters are not valid (a kind is lower-case letters, digits and _)." })));
@@ -321,6 +326,8 @@
       }
       throw error;
     }
+    // A slower answer to an older request (other filters, other page) must not overwrite a newer one.
+    if (ticket !== state.jobsTicket) return;
     if (!page.jobs.length && page.offset > 0 && page.total > 0) {
       // The page emptied under us (jobs purged): go back to the last page that has rows.
       state.jobs.offset = Math.max(0, Math.floor((page.total - 1) / limit) * limit);
@@ -406,8 +413,8 @@
   // --- charts ---------------------------------------------------------------------------------
 
   // The grid step: 1, 2, 2.5 or 5 times a power of ten (whole numbers for counts), so ticks read cleanly.
-  function niceStep(max, ticks, whole) {
-    const raw = Math.max(max, whole ? ticks : 1e-9) / ticks;
+  function niceStep(max, ticks, whole, floor) {
+    const raw = Math.max(max, floor) / ticks;
     const magnitude = 10 ** Math.floor(Math.log10(raw));
     for (const factor of [1, 2, 2.5, 5, 10]) {
       const step = factor * magnitude;
@@ -418,14 +425,14 @@
   }
 
   // A bar per day, y axis from zero with four grid lines, a date label about once a week.
-  function barChart(container, rows, { value, format, tick, alt, whole = false }) {
+  function barChart(container, rows, { value, format, tick, alt, whole = false, floor = 4 }) {
     const width = 640;
     const height = 220;
     const pad = { left: 52, right: 10, top: 12, bottom: 26 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
     const values = rows.map((r) => Number(value(r)) || 0);
-    const top = 4 * niceStep(Math.max(0, ...values), 4, whole);
+    const top = 4 * niceStep(Math.max(0, ...values), 4, whole, floor);
     const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
     chart.appendChild(svg("title", {}, `${rows.length} days`));
     for (let i = 0; i <= 4; i += 1) {
@@ -464,7 +471,8 @@
     const orders = rows.reduce((sum, r) => sum + (Number(r.orders) || 0), 0);
     $(`${prefix}-gmv-total`).textContent = `· total ${money(gmv)}`;
     $(`${prefix}-orders-total`).textContent = `· total ${count(orders)}`;
-    barChart($(`${prefix}-gmv-chart`), rows, { value: (r) => r.gmv_minor, format: money, tick: (v) => compact(v / 100) });
+    barChart($(`${prefix}-gmv-chart`), rows, { value: (r) => r.gmv_minor, format: money, tick: (v) => compact(v / 100),
+      floor: 40000 });
     barChart($(`${prefix}-orders-chart`), rows, { value: (r) => r.orders, format: count, tick: compact, alt: true,
       whole: true });
   }
@@ -511,8 +519,11 @@
     if (!vendorId) return;
     const id = encodeURIComponent(vendorId);
     try {
-      drawSeries("vendor", await api(`api/vendors/${id}/daily?days=30`));
+      const days = await api(`api/vendors/${id}/daily?days=30`);
+      if (vendorId !== state.vendorId) return;
+      drawSeries("vendor", days);
     } catch (error) {
+      if (vendorId !== state.vendorId) return;
       seriesUnavailable("vendor", error);
     }
     try {
@@ -555,17 +566,19 @@
   async function loadOrder(orderId) {
     const out = $("order-result");
     replace(out, el("p", { className: "muted", text: "Looking up…" }));
+    const ticket = ++state.orderTicket;
     let order;
     try {
       order = await api(`api/orders/${encodeURIComponent(orderId.trim())}`);
     } catch (error) {
-      if (error instanceof SignedOut) return;
+      if (error instanceof SignedOut || ticket !== state.orderTicket) return;
       const message = error instanceof ApiError && error.status === 404 ? "No order with that id."
         : error instanceof ApiError && error.status === 422 ? "That is not an order id (a UUID)."
           : `Could not look it up: ${error.message}`;
       replace(out, el("p", { className: "error", text: message }));
       return;
     }
+    if (ticket !== state.orderTicket) return;
     const intent = order.payment_intent || {};
     const verification = order.verification;
     const session = order.verification_session;
@@ -601,8 +614,14 @@
 
   // --- refresh --------------------------------------------------------------------------------
 
+  // One refresh at a time; a request made meanwhile runs once the current one ends, so a click
+  // never shows data fetched before it.
   async function refreshAll({ charts = true } = {}) {
-    if (state.busy) return;
+    if (state.busy) {
+      state.again = state.again || { charts: false };
+      state.again.charts = state.again.charts || charts;
+      return;
+    }
     state.busy = true;
     try {
       const work = [loadQueue(), loadHealth(), loadJobs()];
@@ -616,6 +635,11 @@
       }
     } finally {
       state.busy = false;
+    }
+    if (state.again) {
+      const next = state.again;
+      state.again = null;
+      await refreshAll(next);
     }
   }
 

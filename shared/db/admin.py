@@ -91,6 +91,19 @@ COUNT_INTENTS_IN_STATUS = "SELECT count(*) FROM payment_intents WHERE status = :
 
 COUNT_DEAD_JOBS = "SELECT count(*) FROM jobs WHERE status = 'dead'"
 
+# Paid, and still no order after the grace: finalize_order is late, retrying, dead or was never written.
+# Not a broken invariant (a retrying job will still make the order) but a stalled payment a person should see.
+PAID_WITHOUT_ORDER_GRACE_MINUTES = 10
+PAID_WITHOUT_ORDER = f"""
+SELECT p.payment_intent_id, p.provider, p.amount_minor, p.currency, p.paid_at,
+       floor(extract(epoch FROM now() - coalesce(p.paid_at, p.updated_at)))::bigint AS waiting_s
+FROM payment_intents p
+WHERE p.status = 'paid'
+  AND coalesce(p.paid_at, p.updated_at) < now() - interval '{PAID_WITHOUT_ORDER_GRACE_MINUTES} minutes'
+  AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.payment_intent_id = p.payment_intent_id)
+ORDER BY coalesce(p.paid_at, p.updated_at)
+"""
+
 # Every day of the range, zeros where the metrics have no row yet.
 SELECT_VENDOR_DAYS = """
 SELECT d.day::date AS day,

@@ -165,7 +165,17 @@ def upsert_platform_day(conn: Connection, *, day: date, tz: str) -> list[dict[st
 
 
 def count_vendors(conn: Connection) -> int:
+    """How many vendors exist (the vendor rows one day has)."""
     return int(conn.fetch_value(COUNT_VENDORS))
+
+
+# FOR SHARE blocks the job's claim (an UPDATE) until the caller's transaction ends.
+HOLD_WAITING_JOB = "SELECT job_id FROM jobs WHERE job_id = :job_id AND status IN ('pending', 'retryable') FOR SHARE"
+
+
+def hold_waiting_job(conn: Connection, job_id: int) -> bool:
+    """Keep a waiting job from starting until this transaction ends; False if it has already started."""
+    return conn.fetch_value(HOLD_WAITING_JOB, job_id=job_id) is not None
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -210,11 +220,13 @@ ORDER BY 1
 
 
 def vendor_dashboard(conn: Connection, *, vendor_id: str, today: date, first_day: date) -> dict[str, Any] | None:
+    """Today's row, the sums of first_day..today and the pending payout of a vendor; None if no such vendor."""
     return conn.fetch_one(SELECT_VENDOR_DASHBOARD, vendor_id=vendor_id, today=today.isoformat(),
                           first_day=first_day.isoformat())
 
 
 def platform_series(conn: Connection, *, first_day: date, last_day: date) -> list[dict[str, Any]]:
+    """One platform row per day of first_day..last_day, oldest first, zeros where nothing is stored."""
     return conn.fetch_all(SELECT_PLATFORM_SERIES, first_day=first_day.isoformat(), last_day=last_day.isoformat())
 
 
@@ -258,6 +270,7 @@ def insert_refund(conn: Connection, *, payment_intent_id: str, provider: str, ex
 
 
 def vendor_totals_of_intent(conn: Connection, payment_intent_id: str) -> dict[str, int]:
+    """Each vendor's line total in the intent's order (empty when the intent has no order)."""
     rows = conn.fetch_all(SELECT_VENDOR_TOTALS_OF_INTENT, payment_intent_id=payment_intent_id)
     return {str(row["vendor_id"]): int(row["line_total"]) for row in rows}
 

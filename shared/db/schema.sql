@@ -239,6 +239,8 @@ CREATE TABLE refunds (
     refunded_at        timestamptz NOT NULL DEFAULT now(),
     UNIQUE (provider, external_refund_id)
 );
+CREATE INDEX refunds_refunded_at ON refunds (refunded_at);
+CREATE INDEX refunds_intent ON refunds (payment_intent_id);
 
 CREATE TABLE refund_allocations (
     refund_id    uuid NOT NULL REFERENCES refunds (refund_id),

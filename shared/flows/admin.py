@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from shared import errors, jobs
 from shared.db import admin as queries
+from shared.db.connection import Connection
 from shared.db.pool import Database
-from shared.flows.invariants import run_checks
+from shared.flows.invariants import Invariant, run_checks
 from shared.jobs import store
 
 JobStatus = Literal["pending", "running", "completed", "retryable", "dead", "cancelled"]
@@ -138,10 +139,32 @@ def _job_not_found(job_id: int) -> errors.NotFound:
 # --- health --------------------------------------------------------------------------------------
 
 
+# Checks the operator sees beside the invariants: states that are allowed for a while, not for long.
+OPERATOR_CHECKS = [
+    Invariant(
+        "paid_intents_get_orders",
+        f"no paid intent waits more than {queries.PAID_WITHOUT_ORDER_GRACE_MINUTES} minutes for its order "
+        "(finalize_order late, retrying or dead)",
+        queries.PAID_WITHOUT_ORDER,
+    ),
+]
+
+
+def _run_operator_checks(conn: Connection, *, sample: int = 10) -> list[dict[str, Any]]:
+    """The OPERATOR_CHECKS in the shape of `run_checks`."""
+    results = []
+    for check in OPERATOR_CHECKS:
+        found = conn.fetch_all(f"SELECT * FROM ({check.sql}) breach LIMIT {int(sample) + 1}")
+        results.append({"name": check.name, "description": check.description, "ok": not found,
+                        "breaches": len(found) if len(found) <= sample else f"more than {sample}",
+                        "sample": found[:sample]})
+    return results
+
+
 def health_report(db: Database) -> dict[str, Any]:
     """Every invariant (ok or breached, with samples) and the lists a person must act on."""
     with db.connection() as conn:
-        checks = run_checks(conn)
+        checks = run_checks(conn) + _run_operator_checks(conn)
         needs_refund, refund_count = queries.intents_in_status(conn, "needs_refund", limit=ACTION_LIST_LIMIT)
         needs_review, review_count = queries.intents_in_status(conn, "needs_review", limit=ACTION_LIST_LIMIT)
         dead = queries.dead_jobs(conn)

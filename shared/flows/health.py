@@ -64,9 +64,14 @@ def _check_migrations(runtime: Runtime) -> str:
 
 
 def _check_secrets(runtime: Runtime) -> str:
-    # db-password is only needed for Cloud SQL password auth.
-    needed = [n for n in SECRET_NAMES if n != "db-password" or (runtime.settings.cloud_sql_instance
-                                                                 and not runtime.settings.db_iam_auth)]
+    settings = runtime.settings
+    needed = [
+        name for name in SECRET_NAMES
+        # db-password only matters for Cloud SQL password auth; the internal task token only for the
+        # local task queue (on Google Cloud, IAM and OIDC stand in for it and it is never deployed).
+        if not (name == "db-password" and not (settings.cloud_sql_instance and not settings.db_iam_auth))
+        and not (name == "internal-task-token" and settings.on_google_cloud)
+    ]
     missing = []
     for name in needed:
         try:

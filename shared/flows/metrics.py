@@ -117,6 +117,8 @@ def enqueue_refresh(conn: Connection, vendor_id: Any, day: date) -> None:
     """
     if isinstance(day, datetime) or not isinstance(day, date):
         raise TypeError("enqueue_refresh takes the metrics day as a date (see day_of)")
+    if not conn.in_transaction:
+        raise RuntimeError("enqueue_refresh must run inside the transaction of the change it is about")
     vendor = _vendor_key(vendor_id)
     try:
         with conn.transaction():  # a savepoint: whatever happens here, the caller's work stands
@@ -128,17 +130,13 @@ def enqueue_refresh(conn: Connection, vendor_id: Any, day: date) -> None:
                     extra={"vendor_id": vendor, "day": day.isoformat(), "reason": exc.code})
 
 
-# A waiting job that absorbs our work must not start before we commit, or it would miss our rows.
-# FOR SHARE blocks its claim (an UPDATE) until this transaction ends.
-_HOLD_WAITING_JOB = "SELECT job_id FROM jobs WHERE job_id = :job_id AND status IN ('pending', 'retryable') FOR SHARE"
-
-
 def _enqueue_refresh_job(conn: Connection, vendor: str, day: date) -> None:
     payload = {"vendor_id": vendor, "day": day.isoformat()}
     key = f"metrics:{vendor}:{day.isoformat()}"
     for _ in range(_COALESCE_ATTEMPTS):
         job = jobs.enqueue(conn, REFRESH_KIND, payload, key=key)
-        if conn.fetch_value(_HOLD_WAITING_JOB, job_id=job.job_id) is not None:
+        # A waiting job that absorbed our work must not start before we commit, or it would miss our rows.
+        if metrics_db.hold_waiting_job(conn, job.job_id):
             return
         # The waiting job we coalesced into started running meanwhile: it may not see us; enqueue again.
     raise errors.RetryableDatabaseError("Could not enqueue a metrics refresh; retry.")

@@ -35,7 +35,7 @@ IDEMPOTENCY_RETENTION_DAYS = 7
 class ReconcileIn(BaseModel):
     model_config = ConfigDict(strict=True)
     tasks: list[TaskName] | None = Field(default=None, min_length=1, max_length=len(TASK_ORDER))
-    window_hours: int = Field(default=48, ge=1, le=24 * 400)
+    window_hours: int = Field(default=48, ge=1, le=24 * 31)
 
 
 def run(runtime: Runtime, request: ReconcileIn) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def _secret_values(value: str) -> list[str]:
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise errors.InvalidJson() from None
     if not isinstance(value, dict):
         raise errors.InvalidJson()
@@ -204,11 +204,15 @@ def _stripe_refund(conn: Connection, charge: dict[str, Any]) -> str:
             continue
         created = refund.get("created")
         refunded_at = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else datetime.now(UTC)
-        if metrics.record_refund(conn, payment_intent_id=intent["payment_intent_id"], provider=STRIPE,
-                                 external_refund_id=refund["id"], amount_minor=refund["amount"],
-                                 currency=str(refund.get("currency") or charge.get("currency") or "").upper(),
-                                 refunded_at=refunded_at):
-            recorded += 1
+        try:
+            added = metrics.record_refund(conn, payment_intent_id=intent["payment_intent_id"], provider=STRIPE,
+                                          external_refund_id=refund["id"], amount_minor=refund["amount"],
+                                          currency=str(refund.get("currency") or charge.get("currency") or "").upper(),
+                                          refunded_at=refunded_at)
+        except (errors.NotFound, errors.ValidationFailed) as exc:
+            # A refund we cannot attribute will never fit: dead-letter it for a person to look at.
+            raise errors.PermanentJobError(f"refund {refund['id']} not recordable: {exc.message}") from exc
+        recorded += int(added)
     return f"refunds_recorded:{recorded}"
 
 

@@ -98,6 +98,39 @@ def rescue_stale_jobs(db: Database, *, limit: int = 500) -> dict[str, int]:
     return counts
 
 
+SELECT_LOCAL_LEASES = """
+SELECT job_id, locked_by FROM jobs WHERE status = 'running' AND locked_by LIKE :prefix
+"""
+EXPIRE_LEASE = """
+UPDATE jobs SET locked_until = now() - interval '1 second'
+WHERE job_id = :job_id AND status = 'running' AND locked_by = :locked_by
+"""
+
+
+def expire_leases_of_dead_local_workers(db: Database) -> int:
+    """Expire the leases held by worker processes of this host that no longer exist.
+
+    Only meaningful where the workers run on this machine (`orderpipe dev`): a dev server killed
+    mid-job left leases that nobody will ever finish, so a restart need not wait them out.
+    """
+    import os
+    import socket
+
+    expired = 0
+    with db.connection() as conn:
+        for row in conn.fetch_all(SELECT_LOCAL_LEASES, prefix=f"{socket.gethostname()}:%"):
+            try:
+                pid = int(row["locked_by"].split(":")[1])
+                os.kill(pid, 0)
+                continue  # the worker is alive: its lease stands
+            except ProcessLookupError:
+                pass
+            except (ValueError, IndexError, PermissionError):
+                continue
+            expired += conn.execute(EXPIRE_LEASE, job_id=row["job_id"], locked_by=row["locked_by"])
+    return expired
+
+
 # A job with a live task is never silent this long: the longest backoff is far shorter.
 LOST_TASK_AFTER_S = 15 * 60
 

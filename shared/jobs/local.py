@@ -49,6 +49,12 @@ WHERE j.job_id = due.job_id
 RETURNING j.job_id, j.queue, j.dispatch_generation, j.delivery_attempts, j.run_at
 """
 
+# At start, deliveries the previous dispatcher had in flight (or was backing off) died with it.
+FORGET_PREVIOUS_DELIVERIES = """
+UPDATE jobs SET next_delivery_at = NULL
+WHERE status IN ('pending', 'retryable', 'running') AND next_delivery_at > now() AND next_delivery_at < 'infinity'
+"""
+
 DELIVERY_DONE = """
 UPDATE jobs SET next_delivery_at = NULL
 WHERE job_id = :job_id AND dispatch_generation = :generation
@@ -105,8 +111,16 @@ class LocalDeliveryLoop:
         self._http.close()
 
     def _run(self) -> None:
-        from shared.jobs import rescue_stale_jobs
+        from shared.jobs import expire_leases_of_dead_local_workers, rescue_stale_jobs
 
+        try:
+            # A previous dev server killed mid-job left leases and deliveries nobody will finish:
+            # resume that work now rather than after the lease or the dispatch deadline.
+            expire_leases_of_dead_local_workers(self.db)
+            with self.db.connection() as conn:
+                conn.execute(FORGET_PREVIOUS_DELIVERIES)
+        except errors.OrderpipeError:
+            log.warning("could not take over the previous dispatcher's work")
         next_rescue = 0.0
         while not self._stop.is_set():
             self.dispatcher.wakeup.clear()

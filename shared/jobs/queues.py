@@ -10,10 +10,12 @@ ORDERS = "orders"  # work a customer waits for: finalize_order, process_webhook_
 TIMERS = "timers"  # scheduled work: expire_reservation, verification_deadline
 QUEUES = (ORDERS, TIMERS)
 
-# Cloud Tasks rate limits per queue, mirrored in infra/ (a test compares them).
+# Cloud Tasks rate limits per queue, mirrored in infra/ (a test compares them). Concurrency stays
+# under what order_worker can take at once (pool 8 × 5 instances, infra/functions.json): beyond it
+# Cloud Run answers 429 and every 429 spends one of a task's attempts.
 RATE_LIMITS = {
-    ORDERS: {"max_dispatches_per_second": 200, "max_concurrent_dispatches": 200},
-    TIMERS: {"max_dispatches_per_second": 50, "max_concurrent_dispatches": 50},
+    ORDERS: {"max_dispatches_per_second": 200, "max_concurrent_dispatches": 32},
+    TIMERS: {"max_dispatches_per_second": 50, "max_concurrent_dispatches": 8},
 }
 
 

@@ -67,9 +67,12 @@ ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('pending', 'retryable') D
 RETURNING {JOB_COLUMNS}, true AS created
 """
 
+# FOR SHARE: the waiting job cannot be claimed until the caller's transaction ends, so when it runs
+# it sees the state change this caller was coalescing into it (a claim in between would miss it).
 SELECT_WAITING_BY_KEY = f"""
 SELECT {JOB_COLUMNS}, false AS created FROM jobs
 WHERE key = :key AND status IN ('pending', 'retryable')
+FOR SHARE
 """
 
 

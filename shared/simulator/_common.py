@@ -19,7 +19,6 @@ log = logging.getLogger("orderpipe.simulator")
 
 _ALNUM = string.ascii_letters + string.digits
 PROVIDERS = ("esewa", "khalti", "stripe")
-OUTCOMES = ("success", "failure", "pending")
 
 
 class SimError(Exception):

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import click
 
+# The secrets the simulator checks and signs with; the app must use the same values.
+SIGNING_SECRETS = ("esewa-secret-key", "khalti-secret-key", "stripe-api-key", "stripe-webhook-secret")
+
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -21,10 +24,17 @@ import click
               help="file: <data-dir>/secrets.json (generated if missing); env: ORDERPIPE_SECRET_* variables.")
 def gateway_sim(host: str, port: int, data_dir: Path, stripe_webhook_url: str, source: str) -> None:
     """Run the eSewa / Khalti / Stripe simulator (real paths plus /sim/* driving paths)."""
+    from shared import errors
     from shared.secrets import EnvSecrets, FileSecrets
     from shared.simulator.server import SimulatorServer
 
     secrets = FileSecrets(data_dir.expanduser() / "secrets.json") if source == "file" else EnvSecrets()
+    try:
+        # Loaded now so a missing secret stops the command at once (the file source creates its file).
+        for name in SIGNING_SECRETS:
+            secrets.get(name)
+    except errors.ConfigurationError as exc:
+        raise click.ClickException(exc.message) from None
     product_code = os.environ.get("ESEWA_PRODUCT_CODE", "EPAYTEST")
     server = SimulatorServer(secrets, host=host, port=port, stripe_webhook_url=stripe_webhook_url,
                              esewa_product_code=product_code)

@@ -18,6 +18,16 @@ def admin(client_for):
     return client_for("admin")
 
 
+@pytest.fixture
+def page_client():
+    """admin without a database or secrets: the page and its files need neither."""
+    import functions_framework
+
+    from tests.helpers import ROOT
+
+    return functions_framework.create_app("admin", str(ROOT / "functions/admin/main.py")).test_client()
+
+
 def rows(db, sql, **params):
     with db.connection() as conn:
         return conn.fetch_value(sql, **params)
@@ -202,18 +212,18 @@ def test_jobs_pagination_says_whether_more_pages_follow(admin, admin_auth, db):
     assert (len(exact["jobs"]), exact["has_more"]) == (5, False)
 
 
-@pytest.mark.parametrize(
-    ("query", "field"),
-    [
-        ("limit=0", "limit"), ("limit=101", "limit"), ("limit=-1", "limit"), ("limit=abc", "limit"),
-        ("limit=1.5", "limit"), ("offset=-1", "offset"), ("offset=99999999999999999999999", "offset"),
-        ("status=finished", "status"), ("status=DEAD", "status"), ("kind=Not%20A%20Kind", "kind"),
-        ("kind=" + "k" * 80, "kind"), ("kind=drop;table", "kind"),
-    ],
-)
-def test_bad_job_filters_are_422_naming_the_field(admin, admin_auth, query, field):
-    error = assert_envelope(admin.get(f"/api/jobs?{query}", headers=admin_auth), 422, "validation_error")
-    assert [f["field"] for f in error["details"]["fields"]] == [field]
+BAD_JOB_FILTERS = [
+    ("limit=0", "limit"), ("limit=101", "limit"), ("limit=-1", "limit"), ("limit=abc", "limit"),
+    ("limit=1.5", "limit"), ("offset=-1", "offset"), ("offset=99999999999999999999999", "offset"),
+    ("status=finished", "status"), ("status=DEAD", "status"), ("kind=Not%20A%20Kind", "kind"),
+    ("kind=" + "k" * 80, "kind"), ("kind=drop;table", "kind"),
+]
+
+
+def test_bad_job_filters_are_422_naming_the_field(admin, admin_auth):
+    for query, field in BAD_JOB_FILTERS:
+        error = assert_envelope(admin.get(f"/api/jobs?{query}", headers=admin_auth), 422, "validation_error")
+        assert [f["field"] for f in error["details"]["fields"]] == [field], query
 
 
 def test_limit_bounds_one_and_one_hundred_are_accepted(admin, admin_auth):
@@ -228,11 +238,11 @@ def test_one_job_is_shown_in_full(admin, admin_auth, db):
     assert {"attempts", "max_attempts", "run_at", "last_error", "dispatch_generation", "created_at"} <= set(body)
 
 
-@pytest.mark.parametrize("job_id", ["abc", "0", "-1", "1.5", "99999999999999999999", "١٢"])
-def test_a_malformed_job_id_is_422(admin, admin_auth, job_id):
-    for method, path in (("GET", f"/api/jobs/{job_id}"), ("POST", f"/api/jobs/{job_id}/retry")):
-        error = assert_envelope(admin.open(path, method=method, headers=admin_auth), 422, "validation_error")
-        assert error["details"]["fields"][0]["field"] == "job_id"
+def test_a_malformed_job_id_is_422(admin, admin_auth):
+    for job_id in ("abc", "0", "-1", "1.5", "99999999999999999999", "١٢"):
+        for method, path in (("GET", f"/api/jobs/{job_id}"), ("POST", f"/api/jobs/{job_id}/retry")):
+            error = assert_envelope(admin.open(path, method=method, headers=admin_auth), 422, "validation_error")
+            assert error["details"]["fields"][0]["field"] == "job_id"
 
 
 def test_a_missing_job_is_404(admin, admin_auth):
@@ -475,12 +485,16 @@ def test_bad_stock_bodies_are_422_and_change_nothing(admin, admin_auth, db, body
     assert rows(db, "SELECT on_hand FROM inventory WHERE product_id = :p", p=str(product_id)) == 3
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"", b'"a string"', b"null", b'{"business_name": "x"',
-                                 b"[" * 50_000 + b"]" * 50_000, b"\xff\xfe{}"])
-def test_non_json_bodies_are_400_invalid_json_and_write_nothing(admin, admin_auth, db, raw):
-    for method, path in (("POST", "/api/vendors"), ("POST", "/api/products")):
-        response = admin.open(path, method=method, data=raw, content_type="application/json", headers=admin_auth)
-        assert_envelope(response, 400, "invalid_json")
+NOT_JSON = [b"not json", b"[1, 2]", b"", b'"a string"', b"null", b'{"business_name": "x"',
+            b"[" * 50_000 + b"]" * 50_000, b"\xff\xfe{}"]
+
+
+def test_non_json_bodies_are_400_invalid_json_and_write_nothing(admin, admin_auth, db):
+    for raw in NOT_JSON:
+        for method, path in (("POST", "/api/vendors"), ("POST", "/api/products"),
+                             ("PUT", f"/api/products/{SOME_UUID}/stock")):
+            response = admin.open(path, method=method, data=raw, content_type="application/json", headers=admin_auth)
+            assert_envelope(response, 400, "invalid_json")
     assert rows(db, "SELECT count(*) FROM vendors") + rows(db, "SELECT count(*) FROM products") == 0
 
 
@@ -571,8 +585,8 @@ def test_vendor_days_cover_every_day_with_zeros_where_nothing_sold(admin, admin_
 # --- the page ---------------------------------------------------------------------------------------
 
 
-def test_the_page_loads_without_a_token_and_holds_no_data(admin, db):
-    response = admin.get("/")
+def test_the_page_loads_without_a_token_and_holds_no_data(page_client):
+    response = page_client.get("/")
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     html = response.get_data(as_text=True)
@@ -584,27 +598,27 @@ def test_the_page_loads_without_a_token_and_holds_no_data(admin, db):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_the_page_knows_where_it_is_mounted(admin):
+def test_the_page_knows_where_it_is_mounted(page_client):
     # Under `orderpipe dev` admin lives at /admin/: the base makes every relative URL land inside it.
-    response = admin.get("/", environ_overrides={"SCRIPT_NAME": "/admin"})
+    response = page_client.get("/", environ_overrides={"SCRIPT_NAME": "/admin"})
     assert '<base href="/admin/">' in response.get_data(as_text=True)
-    hostile = admin.get("/", environ_overrides={"SCRIPT_NAME": '/x"><script>alert(1)</script>'})
+    hostile = page_client.get("/", environ_overrides={"SCRIPT_NAME": '/x"><script>alert(1)</script>'})
     assert "<script>alert(1)" not in hostile.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(("name", "content_type"), [("app.js", "text/javascript"), ("app.css", "text/css"),
                                                     ("favicon.svg", "image/svg+xml")])
-def test_the_page_assets_are_served_with_their_content_types(admin, name, content_type):
-    response = admin.get(f"/assets/{name}")
+def test_the_page_assets_are_served_with_their_content_types(page_client, name, content_type):
+    response = page_client.get(f"/assets/{name}")
     assert response.status_code == 200
     assert response.mimetype == content_type
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert len(response.get_data()) > 100
 
 
-def test_the_script_loads_nothing_from_elsewhere_and_never_writes_markup(admin):
+def test_the_script_loads_nothing_from_elsewhere_and_never_writes_markup(page_client):
     # The SVG namespace is a name, not a place the page goes to.
-    script = admin.get("/assets/app.js").get_data(as_text=True).replace('"http://www.w3.org/2000/svg"', "")
+    script = page_client.get("/assets/app.js").get_data(as_text=True).replace('"http://www.w3.org/2000/svg"', "")
     for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "http://",
                       "https://", "localStorage"):
         assert forbidden not in script
@@ -616,8 +630,8 @@ def test_the_script_loads_nothing_from_elsewhere_and_never_writes_markup(admin):
     "/assets/__init__.py", "/assets/index.html", "/assets/", "/assets/app.js%00.py", "/assets/.%2e/.%2e/pyproject.toml",
     "/assets//etc/passwd", "/assets/%2Fetc%2Fpasswd",
 ])
-def test_anything_but_the_page_assets_is_refused(admin, path):
-    response = admin.get(path)
+def test_anything_but_the_page_assets_is_refused(page_client, path):
+    response = page_client.get(path)
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
     text = response.get_data(as_text=True)
@@ -676,8 +690,24 @@ def test_platform_daily_has_a_row_for_every_day(admin, admin_auth, db):
     assert len(admin.get("/api/platform/daily?days=366", headers=admin_auth).get_json()) == 366
 
 
-@pytest.mark.parametrize("days", ["0", "367", "-1", "abc", "1.5", "99999999999999999999"])
-def test_platform_daily_days_out_of_range_is_422(admin, admin_auth, days):
-    error = assert_envelope(admin.get(f"/api/platform/daily?days={days}", headers=admin_auth), 422,
-                            "validation_error")
-    assert error["details"]["fields"][0]["field"] == "days"
+def test_platform_daily_days_out_of_range_is_422(admin, admin_auth):
+    for days in ("0", "367", "-1", "abc", "1.5", "99999999999999999999"):
+        error = assert_envelope(admin.get(f"/api/platform/daily?days={days}", headers=admin_auth), 422,
+                                "validation_error")
+        assert error["details"]["fields"][0]["field"] == "days"
+
+
+def test_a_payment_paid_long_ago_without_its_order_shows_in_the_health_report(admin, admin_auth, db):
+    stalled = insert_intent(db, status="paid")
+    recent = insert_intent(db, status="paid")
+    with db.connection() as conn:
+        conn.execute("UPDATE payment_intents SET paid_at = now() - interval '25 minutes' WHERE payment_intent_id = :p",
+                     p=stalled)
+        conn.execute("UPDATE payment_intents SET paid_at = now() - interval '1 minute' WHERE payment_intent_id = :p",
+                     p=recent)
+    report = admin.get("/api/health-report", headers=admin_auth).get_json()
+    [check] = [c for c in report["checks"] if c["name"] == "paid_intents_get_orders"]
+    assert (check["ok"], check["breaches"]) == (False, 1)
+    assert check["sample"][0]["payment_intent_id"] == stalled
+    assert 25 * 60 <= check["sample"][0]["waiting_s"] < 26 * 60
+    assert report["ok"] is False

@@ -615,3 +615,22 @@ def test_the_command_takes_the_same_data_dir_option_as_the_others():
     ours = next(p for p in backfill.params if p.name == "data_dir")
     theirs = DATA_DIR_OPTION(lambda data_dir: None).__click_params__[0]
     assert describe(ours) == describe(theirs)
+
+
+def test_enqueue_refresh_outside_a_transaction_or_with_a_timestamp_is_refused(db, shop):
+    with db.connection() as conn, pytest.raises(RuntimeError):
+        metrics.enqueue_refresh(conn, shop["vendors"]["tea"], date.today())
+    with db.transaction() as conn, pytest.raises(TypeError):
+        metrics.enqueue_refresh(conn, shop["vendors"]["tea"], datetime.now(UTC))
+
+
+def test_a_failed_enqueue_does_not_fail_the_order_transaction(db, shop, monkeypatch):
+    def broken(conn, *args, **kwargs):  # a statement that fails in the database, aborting what it runs in
+        conn.execute("SELECT 1 / 0")
+
+    monkeypatch.setattr(metrics.jobs, "enqueue", broken)
+    with db.transaction() as conn:
+        order = place_order(conn, [Line(shop["products"]["tea"], shop["vendors"]["tea"], 1, 100, 1250)])
+        metrics.enqueue_refresh(conn, shop["vendors"]["tea"], metrics.day_of(order["created_at"], db.settings))
+    with db.connection() as conn:
+        assert conn.fetch_value("SELECT count(*) FROM orders") == 1

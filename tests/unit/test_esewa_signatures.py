@@ -37,7 +37,8 @@ def resigned(fields: dict, secret: str = ESEWA_UAT_SECRET) -> str:
     """Redirect data for `fields`, signed by the documented rule (independently of the code under test)."""
     fields = dict(fields)
     message = ",".join(f"{name}={fields[name]}" for name in fields["signed_field_names"].split(","))
-    fields["signature"] = base64.b64encode(hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()).decode()
+    digest = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
+    fields["signature"] = base64.b64encode(digest).decode()
     return encoded(json.dumps(fields))
 
 

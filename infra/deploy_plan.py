@@ -34,7 +34,9 @@ STAGE_IGNORE = (
     "pgdata", "secrets.json", "*.egg-info", ".pytest_cache", ".ruff_cache", ".hypothesis", ".DS_Store", "*.tmp",
 )
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+# Google project ids (6–30 characters, also legacy domain-scoped ones like example.com:shop); short names
+# such as `demo` pass too so a plan can be read before a project exists. Never shell metacharacters.
+_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 _KEY = re.compile(r"^[A-Z][A-Z0-9_]*$")
 

@@ -228,22 +228,31 @@ class DevServer:
 
     def serve_forever(self, on_ready=None) -> None:
         """Start, wait for SIGINT/SIGTERM, stop."""
-        stopping = threading.Event()
 
-        def request_stop(signum, frame):
-            stopping.set()
-
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        def start() -> None:
             urls = self.start()
             if on_ready:
                 on_ready(urls)
-            while not stopping.wait(0.5):
-                pass
-        finally:
-            self.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+
+        run_until_signalled(start, self.stop)
+
+
+def run_until_signalled(start: Any, stop: Any) -> None:
+    """Call `start`, wait for SIGINT or SIGTERM, then call `stop` (also when `start` fails half-way)."""
+    stopping = threading.Event()
+
+    def request_stop(signum, frame):
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        start()
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _start_simulator(dev: DevServer, runtime: Any) -> Any:

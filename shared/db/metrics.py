@@ -170,14 +170,6 @@ def count_vendors(conn: Connection) -> int:
 
 
 # FOR SHARE blocks the job's claim (an UPDATE) until the caller's transaction ends.
-HOLD_WAITING_JOB = "SELECT job_id FROM jobs WHERE job_id = :job_id AND status IN ('pending', 'retryable') FOR SHARE"
-
-
-def hold_waiting_job(conn: Connection, job_id: int) -> bool:
-    """Keep a waiting job from starting until this transaction ends; False if it has already started."""
-    return conn.fetch_value(HOLD_WAITING_JOB, job_id=job_id) is not None
-
-
 # --- reading ------------------------------------------------------------------------------------
 
 SELECT_VENDOR_DASHBOARD = """

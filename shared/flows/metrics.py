@@ -62,7 +62,6 @@ MAX_RECONCILE_WINDOW_HOURS = 31 * 24
 MAX_PLATFORM_DAYS = 366
 DASHBOARD_DAYS = 30
 DASHBOARD_CACHE_TTL_S = 5.0
-_COALESCE_ATTEMPTS = 5
 
 __all__ = [
     "METRICS_INVARIANTS", "backfill", "day_of", "enqueue_refresh", "platform_daily", "reconcile_metrics",
@@ -131,15 +130,9 @@ def enqueue_refresh(conn: Connection, vendor_id: Any, day: date) -> None:
 
 
 def _enqueue_refresh_job(conn: Connection, vendor: str, day: date) -> None:
-    payload = {"vendor_id": vendor, "day": day.isoformat()}
-    key = f"metrics:{vendor}:{day.isoformat()}"
-    for _ in range(_COALESCE_ATTEMPTS):
-        job = jobs.enqueue(conn, REFRESH_KIND, payload, key=key)
-        # A waiting job that absorbed our work must not start before we commit, or it would miss our rows.
-        if metrics_db.hold_waiting_job(conn, job.job_id):
-            return
-        # The waiting job we coalesced into started running meanwhile: it may not see us; enqueue again.
-    raise errors.RetryableDatabaseError("Could not enqueue a metrics refresh; retry.")
+    # Coalesced on the vendor-day key; a waiting job we join cannot start before we commit (jobs.store).
+    jobs.enqueue(conn, REFRESH_KIND, {"vendor_id": vendor, "day": day.isoformat()},
+                 key=f"metrics:{vendor}:{day.isoformat()}")
 
 
 @job_handler(REFRESH_KIND)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from pathlib import Path
 
 import click
@@ -25,6 +23,7 @@ SIGNING_SECRETS = ("esewa-secret-key", "khalti-secret-key", "stripe-api-key", "s
 def gateway_sim(host: str, port: int, data_dir: Path, stripe_webhook_url: str, source: str) -> None:
     """Run the eSewa / Khalti / Stripe simulator (real paths plus /sim/* driving paths)."""
     from shared import errors
+    from shared.devserver import run_until_signalled
     from shared.secrets import EnvSecrets, FileSecrets
     from shared.simulator.server import SimulatorServer
 
@@ -38,19 +37,12 @@ def gateway_sim(host: str, port: int, data_dir: Path, stripe_webhook_url: str, s
     product_code = os.environ.get("ESEWA_PRODUCT_CODE", "EPAYTEST")
     server = SimulatorServer(secrets, host=host, port=port, stripe_webhook_url=stripe_webhook_url,
                              esewa_product_code=product_code)
-    stopping = threading.Event()
 
-    def request_stop(signum, frame):
-        stopping.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    def start() -> None:
         server.start()
         click.echo(f"gateway simulator at {server.url} (Stripe events → {stripe_webhook_url}); Ctrl-C stops it")
-        while not stopping.wait(0.5):
-            pass
+
+    try:
+        run_until_signalled(start, server.stop)
     finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         click.echo("gateway simulator stopped")

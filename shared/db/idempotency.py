@@ -7,9 +7,15 @@ from typing import Any
 
 from shared.db.connection import Connection
 
+# A claim still unanswered after its lease belongs to a request that died (SIGKILL, a timed-out
+# instance, the database gone when the answer was to be stored): the same request may take it over.
+# created_at is the time of the latest claim.
 CLAIM_KEY = """
 INSERT INTO idempotency_keys (scope, key, request_hash) VALUES (:scope, :key, :request_hash)
-ON CONFLICT (scope, key) DO NOTHING
+ON CONFLICT (scope, key) DO UPDATE SET created_at = now()
+WHERE idempotency_keys.response_code IS NULL
+  AND idempotency_keys.request_hash = EXCLUDED.request_hash
+  AND idempotency_keys.created_at < now() - make_interval(secs => :lease_s)
 RETURNING key
 """
 
@@ -29,9 +35,10 @@ DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(days => :d
 """
 
 
-def claim(conn: Connection, scope: str, key: str, request_hash: str) -> bool:
-    """True if this request is the first with the key (and now owns it)."""
-    return conn.fetch_one(CLAIM_KEY, scope=scope, key=key, request_hash=request_hash) is not None
+def claim(conn: Connection, scope: str, key: str, request_hash: str, *, lease_s: int) -> bool:
+    """True if this request now owns the key: the first with it, or the same request again after an
+    unanswered claim's `lease_s` ran out."""
+    return conn.fetch_one(CLAIM_KEY, scope=scope, key=key, request_hash=request_hash, lease_s=lease_s) is not None
 
 
 def get(conn: Connection, scope: str, key: str) -> dict[str, Any] | None:

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENCY_SCOPE = "payment-intents"
 Provider = Literal["esewa", "khalti", "stripe"]
-CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-ReturnUrl = Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s]+$")]
+# Stored as PostgreSQL text, which cannot hold a NUL character: refused here, naming the field.
+CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
+                                              pattern=r"^[^\x00]*$")]
+ReturnUrl = Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s\x00]+$")]
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 # eSewa and Khalti settle in Nepali rupees only.
 PROVIDER_CURRENCIES = {"esewa": {"NPR"}, "khalti": {"NPR"}, "stripe": None}
@@ -133,7 +135,7 @@ def replay_or_run(db: Database, scope: str, key: str, request_body: dict[str, An
     """Run `run` once per idempotency key; replay its stored answer (success or refusal) afterwards."""
     request_hash = hashlib.sha256(json.dumps(request_body, sort_keys=True).encode()).hexdigest()
     with db.transaction() as conn:
-        owner = idempotency.claim(conn, scope, key, request_hash)
+        owner = idempotency.claim(conn, scope, key, request_hash, lease_s=db.settings.idempotency_claim_lease_s)
         stored = None if owner else idempotency.get(conn, scope, key)
     if not owner:
         if stored["request_hash"] != request_hash:
@@ -186,7 +188,7 @@ def _create_payment_intent(db: Database, gateways: dict[str, Gateway], request: 
             payments.release_held(conn, payment_intent_id)
             payments.set_status(conn, payment_intent_id, "failed", f"gateway refused to start: {exc.code}")
         raise
-    with db.transaction() as conn:
+    with db.connection() as conn:  # one statement: atomic on its own, no BEGIN/COMMIT round trips
         payments.set_gateway(conn, payment_intent_id, started.external_reference, started.client)
     log.info("payment intent created", extra={"payment_intent_id": payment_intent_id, "provider": request.provider,
                                               "amount_minor": intent["amount_minor"]})

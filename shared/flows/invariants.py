@@ -55,6 +55,16 @@ INVARIANTS: list[Invariant] = [
         "SELECT payment_intent_id, count(*) AS orders FROM orders GROUP BY payment_intent_id HAVING count(*) > 1",
     ),
     Invariant(
+        "orders_backed_by_committed_stock",
+        "every order line took its units from stock (a committed reservation of the same quantity): no oversell",
+        """
+        SELECT i.order_id, i.product_id, i.quantity, r.quantity AS reserved, r.status AS reservation
+        FROM order_items i JOIN orders o USING (order_id)
+        LEFT JOIN reservations r ON r.payment_intent_id = o.payment_intent_id AND r.product_id = i.product_id
+        WHERE r.status IS DISTINCT FROM 'committed' OR r.quantity <> i.quantity
+        """,
+    ),
+    Invariant(
         "order_items_vendor_exists",
         "every order item's vendor exists",
         """

@@ -231,3 +231,18 @@ def test_order_status_stages_follow_the_data(runtime, db):
     assert status["stage"] == "confirmed" and status["final"] and status["poll_after_ms"] is None
     assert status["order"]["items"] == [{"product_id": TEA, "quantity": 1, "unit_price_minor": 85_000,
                                          "fulfillment_status": "pending"}]
+
+
+def test_check_catches_an_order_line_that_took_no_stock(runtime, db):
+    from shared.flows.invariants import run_checks
+
+    intent = new_intent(runtime, [(TEA, 2)])
+    gateway_says_paid(runtime, intent)
+    run_waiting_jobs(runtime, "finalize_order")
+    assert_invariants_hold(db)
+    with db.transaction() as conn:  # as if the order had been made without taking the units
+        conn.execute("UPDATE reservations SET quantity = 1 WHERE payment_intent_id = :p",
+                     p=intent["payment_intent_id"])
+    with db.connection() as conn:
+        breached = [r["name"] for r in run_checks(conn) if not r["ok"]]
+    assert breached == ["orders_backed_by_committed_stock"]

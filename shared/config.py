@@ -68,7 +68,17 @@ class Settings(BaseSettings):
     public_base_url: str = Field(default="http://127.0.0.1:8080", alias="PUBLIC_BASE_URL")
     reservation_ttl_seconds: int = Field(default=900, ge=1, alias="RESERVATION_TTL_SECONDS")
     verification_deadline_seconds: int = Field(default=259_200, ge=1, alias="VERIFICATION_DEADLINE_SECONDS")
+    # reconcile's poll_stragglers: an intent unconfirmed this long is asked about at its gateway, and asked
+    # again no more often than the repoll interval. Lower them only to test quickly (the chaos harness).
+    straggler_after_s: int = Field(default=180, ge=0, alias="STRAGGLER_AFTER_S")
+    straggler_repoll_s: int = Field(default=300, ge=0, alias="STRAGGLER_REPOLL_S")
+    # An Idempotency-Key claimed by a request that never answered (its instance was killed, or the
+    # database was gone when it tried to record the answer) is free again after this long. Keep it at
+    # least checkout's request timeout (infra/functions.json, 60 s): a live request is never overtaken.
+    idempotency_claim_lease_s: int = Field(default=60, ge=1, alias="IDEMPOTENCY_CLAIM_LEASE_S")
     metrics_timezone: str = Field(default="UTC", alias="METRICS_TIMEZONE")
+    # A refresh waits this long so the orders of a burst join one coalesced recomputation.
+    metrics_refresh_delay_s: float = Field(default=2.0, ge=0, le=300, alias="METRICS_REFRESH_DELAY_S")
     # Senders allowed on webhook_intake's /standard/{source} (Standard Webhooks), comma-separated.
     standard_webhook_sources: str = Field(default="logistics", alias="STANDARD_WEBHOOK_SOURCES")
     job_lease_seconds: int = Field(default=60, ge=1, alias="JOB_LEASE_SECONDS")

@@ -163,6 +163,11 @@ class DevServer:
         env.setdefault("SECRET_BACKEND", "file")
         env["TASK_BACKEND"] = "local"
         env.setdefault("SAFE_MODE", "true")
+        # One process serves every function here (on Google Cloud each instance has its own pool) and
+        # the local task queue delivers into it: a pool of 8 and 8 deliveries at a time leave paid
+        # orders queueing behind the storefront's requests under load (bench/README.md).
+        env.setdefault("DB_POOL_SIZE", "32")
+        env.setdefault("LOCAL_DISPATCH_CONCURRENCY", "16")
         env["ESEWA_FORM_URL"] = f"{sim}/api/epay/main/v2/form"
         env["ESEWA_STATUS_URL"] = f"{sim}/api/epay/transaction/status/"
         env["KHALTI_BASE_URL"] = f"{sim}/api/v2/"

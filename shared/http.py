@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map, Rule
@@ -51,10 +52,17 @@ class Reply:
 class Routes:
     """A function's routing table: `@routes.post("/carts")`, `@routes.get("/carts/<cart_id>")`."""
 
-    def __init__(self, function_name: str):
+    def __init__(self, function_name: str, *, openapi: str | None = None):
         self.function_name = function_name
         self._map = Map(strict_slashes=False, merge_slashes=False)
         self._handlers: dict[str, Handler] = {}
+        if openapi is not None:  # `GET /openapi.json`: the committed document shared/openapi/<openapi>.json
+            self.get("/openapi.json")(_openapi_handler(openapi))
+        _envelope_for_framework_errors()
+
+    def rules(self) -> list[tuple[str, str]]:
+        """(method, path) of every route, as declared."""
+        return [(method, path) for _, method, path in (endpoint.split(":", 2) for endpoint in self._handlers)]
 
     def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -116,13 +124,50 @@ class Routes:
             endpoint, args = adapter.match(request.path, method=request.method)
         except WerkzeugNotFound:
             raise errors.NotFound(f"No route for {request.method} {request.path}.") from None
-        except WerkzeugMethodNotAllowed:
-            raise errors.MethodNotAllowed() from None
+        except WerkzeugMethodNotAllowed as exc:
+            raise errors.MethodNotAllowed(details={"allowed": sorted(exc.valid_methods or ())}) from None
         # The size limit applies to every route, before any handler reads the body.
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise errors.PayloadTooLarge()
         result = self._handlers[endpoint](request, **args)
         return to_response(result)
+
+
+def _openapi_handler(name: str) -> Handler:
+    def openapi_document(request: Request) -> Any:
+        from shared.openapi import served_document
+
+        return served_document(name, request.script_root)
+
+    return openapi_document
+
+
+_FRAMEWORK_ERRORS: dict[int, type[errors.OrderpipeError]] = {
+    400: errors.BadRequest, 404: errors.NotFound, 405: errors.MethodNotAllowed, 413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def _envelope_for_framework_errors() -> None:
+    """What functions_framework refuses before a function runs (`/favicon.ico`, `/robots.txt`, a path with a
+    newline, …) is answered in the envelope too. Outside functions_framework's app context, nothing to do."""
+    try:
+        import flask
+
+        app = flask.current_app._get_current_object()
+    except (ImportError, RuntimeError):
+        return
+
+    def framework_error(exc: Any) -> Response:
+        status = exc.code if isinstance(exc.code, int) else 500
+        error = _FRAMEWORK_ERRORS.get(status, errors.BadRequest if status < 500 else errors.OrderpipeError)()
+        error.status = status
+        cid = _correlation_id(flask.request)
+        response = error_response(error, cid)
+        response.headers[CORRELATION_HEADER] = cid
+        return response
+
+    app.register_error_handler(HTTPException, framework_error)
 
 
 def to_response(result: Any) -> Response:
@@ -146,6 +191,8 @@ def error_response(exc: errors.OrderpipeError, cid: str) -> Response:
     headers = {}
     if isinstance(exc, errors.TransientError):
         headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, errors.MethodNotAllowed) and exc.details.get("allowed"):
+        headers["Allow"] = ", ".join(exc.details["allowed"])  # RFC 9110: a 405 names the methods that are
     return json_response(body, exc.status, headers)
 
 

@@ -128,6 +128,7 @@ def app_env(monkeypatch, database_url, test_secrets, tmp_path) -> dict[str, str]
         "SAFE_MODE": "true",
         "LOG_LEVEL": "WARNING",
         "DB_POOL_SIZE": "20",
+        "METRICS_REFRESH_DELAY_S": "0",  # refresh jobs due at once, so tests can run them right away
     }
     for name, value in test_secrets.items():
         env[env_name(name)] = value

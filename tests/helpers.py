@@ -15,6 +15,21 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the test process dies, even killed — no orphan dev servers."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def orphan_guard():
+    """die_with_parent for children forked by the main thread (the death signal follows the forking *thread*)."""
+    import threading
+
+    return die_with_parent if threading.current_thread() is threading.main_thread() else None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,6 +116,7 @@ class DevProcess:
             [sys.executable, "-m", "shared.cli", "dev", "--port", str(self.port), "--sim-port", str(self.sim_port),
              "--data-dir", str(self.data_dir), *self.extra_args],
             env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            preexec_fn=orphan_guard(),
         )
 
         def ready():
@@ -174,6 +190,7 @@ class SimulatorProcess:
             [sys.executable, "-m", "shared.cli", "gateway-sim", "--port", str(self.port), "--data-dir",
              str(self.data_dir), "--stripe-webhook-url", self.webhook_url],
             env={**os.environ, "LOG_LEVEL": "WARNING"}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            preexec_fn=orphan_guard(),
         )
 
         def ready():

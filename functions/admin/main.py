@@ -11,7 +11,7 @@ from shared.flows import catalog
 from shared.http import Reply, Routes, describe_validation_errors, parse_query, raw_body
 from shared.runtime import get_runtime
 
-routes = Routes("admin")
+routes = Routes("admin", openapi="admin")
 
 
 # --- the page ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from shared.flows import checkout as flow
 from shared.http import Reply, Routes, parse_body, validate
 from shared.runtime import get_runtime
 
-routes = Routes("checkout")
+routes = Routes("checkout", openapi="checkout")
 
 
 @routes.post("/carts")

@@ -8,7 +8,7 @@ from shared.flows.verification import PaymentIntentId
 from shared.http import Routes, parse_query
 from shared.runtime import get_runtime
 
-routes = Routes("order_status")
+routes = Routes("order_status", openapi="order_status")
 
 
 class StatusQuery(BaseModel):

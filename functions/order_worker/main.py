@@ -9,7 +9,7 @@ from shared.http import Routes, parse_body
 from shared.jobs.worker import run_job
 from shared.runtime import get_runtime
 
-routes = Routes("order_worker")
+routes = Routes("order_worker", openapi="order_worker")
 
 
 class TaskIn(BaseModel):

@@ -7,7 +7,7 @@ from shared.flows import reconcile as flow
 from shared.http import Routes, json_object, validate
 from shared.runtime import get_runtime
 
-routes = Routes("reconcile")
+routes = Routes("reconcile", openapi="reconcile")
 
 
 @routes.post("/")

@@ -6,7 +6,7 @@ from shared.flows import verification
 from shared.http import Routes, parse_body
 from shared.runtime import get_runtime
 
-routes = Routes("verify_payment")
+routes = Routes("verify_payment", openapi="verify_payment")
 
 
 @routes.post("/")

@@ -6,7 +6,7 @@ from shared.flows import webhooks
 from shared.http import Routes, raw_body
 from shared.runtime import get_runtime
 
-routes = Routes("webhook_intake")
+routes = Routes("webhook_intake", openapi="webhook_intake")
 
 
 @routes.post("/stripe")

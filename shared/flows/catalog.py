@@ -12,7 +12,8 @@ from shared.db import catalog
 from shared.db.pool import Database
 from shared.types import JsonUuid
 
-Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Stored as PostgreSQL text, which cannot hold a NUL character: refused here, naming the field.
+Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 

@@ -28,7 +28,11 @@ Provider = Literal["esewa", "khalti", "stripe"]
 # Stored as PostgreSQL text, which cannot hold a NUL character: refused here, naming the field.
 CustomerId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
                                               pattern=r"^[^\x00]*$")]
-ReturnUrl = Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s\x00]+$")]
+# No whitespace or control character, spelled out: `\s` means other characters in JSON Schema's (ECMA-262) regexes
+# than in ours, so the OpenAPI document would call valid what this refuses.
+ReturnUrl = Annotated[str, StringConstraints(
+    max_length=2000,
+    pattern=r"^https?://[^\x00-\x20\x7f-\x9f\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$")]
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 # eSewa and Khalti settle in Nepali rupees only.
 PROVIDER_CURRENCIES = {"esewa": {"NPR"}, "khalti": {"NPR"}, "stripe": None}

@@ -131,8 +131,10 @@ def enqueue_refresh(conn: Connection, vendor_id: Any, day: date) -> None:
 
 def _enqueue_refresh_job(conn: Connection, vendor: str, day: date) -> None:
     # Coalesced on the vendor-day key; a waiting job we join cannot start before we commit (jobs.store).
+    delay = get_settings().metrics_refresh_delay_s
     jobs.enqueue(conn, REFRESH_KIND, {"vendor_id": vendor, "day": day.isoformat()},
-                 key=f"metrics:{vendor}:{day.isoformat()}")
+                 key=f"metrics:{vendor}:{day.isoformat()}",
+                 run_at=datetime.now(UTC) + timedelta(seconds=delay) if delay else None)
 
 
 @job_handler(REFRESH_KIND)

@@ -38,10 +38,17 @@ def stage(intent_status: str, order_status: str | None) -> str:
     return _STAGE_OF_STATUS[intent_status]
 
 
+# The intent's status and its order's (if any), read in one statement: one round trip, one snapshot.
+SELECT_STATUSES = """
+SELECT i.status AS intent_status, o.status AS order_status
+FROM payment_intents i LEFT JOIN orders o ON o.payment_intent_id = i.payment_intent_id
+WHERE i.payment_intent_id = :payment_intent_id
+"""
+
+
 def stage_of_intent(conn: Connection, payment_intent_id: str) -> str:
-    intent = payments.get_intent(conn, payment_intent_id)
-    order = orders.order_of_intent(conn, payment_intent_id)
-    return stage(intent["status"], order["status"] if order else None)
+    row = conn.fetch_one(SELECT_STATUSES, payment_intent_id=payment_intent_id)
+    return stage(row["intent_status"], row["order_status"])
 
 
 def order_status(db: Database, payment_intent_id: str) -> dict[str, Any]:

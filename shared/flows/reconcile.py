@@ -25,8 +25,8 @@ TaskName = Literal["dispatch_due_jobs", "rescue_stale_jobs", "expire_reservation
                    "poll_stragglers", "reconcile_metrics", "purge_old_jobs"]
 TASK_ORDER: tuple[str, ...] = ("rescue_stale_jobs", "dispatch_due_jobs", "expire_reservations",
                                "heal_paid_without_order", "poll_stragglers", "reconcile_metrics", "purge_old_jobs")
-STRAGGLER_AFTER_S = 180  # an intent unconfirmed this long is asked about at the gateway
-STRAGGLER_REPOLL_S = 300  # and asked again no more often than this
+# How long an intent stays unconfirmed before it is asked about at the gateway, and how often it is
+# asked again: settings STRAGGLER_AFTER_S (180) and STRAGGLER_REPOLL_S (300).
 STRAGGLER_WINDOW_H = 72  # how far back late payments are looked for
 STRAGGLERS_PER_RUN = 50
 IDEMPOTENCY_RETENTION_DAYS = 7
@@ -120,8 +120,9 @@ def _poll_stragglers(runtime: Runtime, request: ReconcileIn) -> dict[str, int]:
     from shared.flows.verification import check_straggler
 
     with runtime.db.connection() as conn:
-        stragglers = conn.fetch_all(SELECT_STRAGGLERS, window_h=STRAGGLER_WINDOW_H, after_s=STRAGGLER_AFTER_S,
-                                    repoll_s=STRAGGLER_REPOLL_S, limit=STRAGGLERS_PER_RUN)
+        stragglers = conn.fetch_all(SELECT_STRAGGLERS, window_h=STRAGGLER_WINDOW_H,
+                                    after_s=runtime.settings.straggler_after_s,
+                                    repoll_s=runtime.settings.straggler_repoll_s, limit=STRAGGLERS_PER_RUN)
     counts = {"checked": 0, "verified": 0, "pending": 0, "failed": 0, "mismatch": 0, "unavailable": 0}
     for intent in stragglers:
         with runtime.db.connection() as conn:

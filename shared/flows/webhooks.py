@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,8 @@ VALUES (:provider, :event_id, :event_type, CAST(:payload AS jsonb))
 ON CONFLICT (provider, event_id) DO NOTHING
 RETURNING webhook_event_id
 """
+
+EVENT_JOB_PAYLOAD = "jsonb_build_object('webhook_event_id', CAST(webhook_event_id AS text))"
 
 SELECT_EVENT_FOR_UPDATE = """
 SELECT webhook_event_id, provider, event_id, event_type, payload, processed_at
@@ -86,19 +89,20 @@ def receive_verification(db: Database, secrets: SecretSource, body: bytes, signa
     hmac_body.verify(body, signature, secrets.get("verification-webhook-secret"))
     event = _json_object(body)
     if event.get("event") != "verification.updated" or event.get("status") not in ("approved", "declined") \
-            or not isinstance(event.get("order_id"), str):
+            or not _is_uuid(event.get("order_id")):
         raise errors.ValidationFailed("Expected {id, event: verification.updated, status: approved|declined, "
-                                      "order_id}.")
+                                      "order_id (a UUID)}.")
     return _store(db, VERIFICATION, _text(event, "id"), event["event"], event)
 
 
 def _store(db: Database, provider: str, event_id: str, event_type: str, event: dict[str, Any]) -> dict[str, Any]:
-    with db.transaction() as conn:
-        stored = conn.fetch_one(INSERT_EVENT, provider=provider, event_id=event_id, event_type=event_type[:200],
-                                payload=json.dumps(event))
-        if stored is not None:
-            jobs.enqueue(conn, "process_webhook_event", {"webhook_event_id": str(stored["webhook_event_id"])})
-    return {"received": True, "event_id": event_id, "idempotent": stored is None}
+    _require_storable_text(event_id, event_type, event)
+    with db.connection() as conn:
+        # The event and its job in one statement: they commit together, in one round trip.
+        created = jobs.enqueue_for_rows(conn, INSERT_EVENT, "process_webhook_event", EVENT_JOB_PAYLOAD,
+                                        provider=provider, event_id=event_id, event_type=event_type[:200],
+                                        payload=json.dumps(event))
+    return {"received": True, "event_id": event_id, "idempotent": not created}
 
 
 def _secret_values(value: str) -> list[str]:
@@ -124,6 +128,48 @@ def _text(event: dict[str, Any], name: str) -> str:
     return _checked_id(value) if name == "id" else value
 
 
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return isinstance(value, str)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object of a signed event, or {} when the sender put something else there."""
+    return value if isinstance(value, dict) else {}
+
+
+def _unstorable(text: str) -> bool:
+    """PostgreSQL text and jsonb hold neither NUL nor an unpaired surrogate (which is not UTF-8 at all)."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _require_storable_text(event_id: str, event_type: str, event: dict[str, Any]) -> None:
+    """422 naming the (top-level) field, before any write, when the event holds text that cannot be stored."""
+    stack: list[tuple[str, Any]] = [("id", event_id), ("type", event_type)]
+    for key, value in event.items():
+        field = key if key.isidentifier() and key.isascii() else "(body)"
+        stack.extend(((field, key), (field, value)))
+    while stack:
+        field, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((field, item) for pair in value.items() for item in pair)
+        elif isinstance(value, list):
+            stack.extend((field, item) for item in value)
+        elif isinstance(value, str) and _unstorable(value):
+            raise errors.ValidationFailed(details={"fields": [{
+                "field": field, "message": "text with a NUL character or an unpaired surrogate cannot be stored",
+                "type": "string_unstorable"}]})
+
+
 def _checked_id(value: str) -> str:
     if not 1 <= len(value) <= 255:
         raise errors.ValidationFailed("The event id must be 1 to 255 characters.")
@@ -147,7 +193,7 @@ def process_webhook_event(conn: Connection, job: Job) -> None:
 
 def _process(conn: Connection, provider: str, event_type: str, payload: dict[str, Any]) -> str:
     if provider == STRIPE:
-        obj = (payload.get("data") or {}).get("object") or {}
+        obj = _object(_object(payload.get("data")).get("object"))
         if event_type == "payment_intent.succeeded":
             return _stripe_payment(conn, obj, succeeded=True)
         if event_type == "payment_intent.payment_failed":
@@ -158,9 +204,11 @@ def _process(conn: Connection, provider: str, event_type: str, payload: dict[str
     if provider == VERIFICATION:
         from shared.flows import post_purchase
 
+        if not _is_uuid(payload.get("order_id")):
+            return "invalid_order_id"  # stored before intake checked it: nothing to decide
         return post_purchase.decide(conn, payload["order_id"], payload["status"], decided_by=f"webhook {payload['id']}")
     if provider.startswith("standard:") and payload.get("type") == "fulfillment.updated":
-        return _fulfillment(conn, payload.get("data") or {})
+        return _fulfillment(conn, _object(payload.get("data")))
     return "ignored"
 
 
@@ -168,7 +216,7 @@ def _stripe_payment(conn: Connection, obj: dict[str, Any], *, succeeded: bool) -
     from shared.flows.verification import apply_check
     from shared.gateways.stripe import payment_check_from_intent
 
-    intent = _intent_of_stripe_object(conn, obj.get("id"), obj.get("metadata") or {})
+    intent = _intent_of_stripe_object(conn, obj.get("id"), _object(obj.get("metadata")))
     if intent is None:
         log.warning("stripe event for an unknown payment intent", extra={"stripe_id": obj.get("id")})
         return "unknown_payment_intent"
@@ -194,16 +242,16 @@ def _intent_of_stripe_object(conn: Connection, stripe_id: Any, metadata: dict[st
 def _stripe_refund(conn: Connection, charge: dict[str, Any]) -> str:
     from shared.flows import metrics
 
-    intent = _intent_of_stripe_object(conn, charge.get("payment_intent"), charge.get("metadata") or {})
+    intent = _intent_of_stripe_object(conn, charge.get("payment_intent"), _object(charge.get("metadata")))
     if intent is None:
         return "unknown_payment_intent"
-    refunds = ((charge.get("refunds") or {}).get("data")) or []
+    refunds = _object(charge.get("refunds")).get("data")
     recorded = 0
-    for refund in refunds:
-        if not isinstance(refund.get("id"), str) or not isinstance(refund.get("amount"), int) or refund["amount"] <= 0:
+    for refund in refunds if isinstance(refunds, list) else []:
+        if not isinstance(refund, dict) or not isinstance(refund.get("id"), str) \
+                or not isinstance(refund.get("amount"), int) or refund["amount"] <= 0:
             continue
-        created = refund.get("created")
-        refunded_at = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else datetime.now(UTC)
+        refunded_at = _time_of(refund.get("created"))
         try:
             added = metrics.record_refund(conn, payment_intent_id=intent["payment_intent_id"], provider=STRIPE,
                                           external_refund_id=refund["id"], amount_minor=refund["amount"],
@@ -216,6 +264,16 @@ def _stripe_refund(conn: Connection, charge: dict[str, Any]) -> str:
     return f"refunds_recorded:{recorded}"
 
 
+def _time_of(created: Any) -> datetime:
+    """A Stripe `created` (unix seconds) as a time; now when it is missing or no time at all."""
+    if isinstance(created, int) and not isinstance(created, bool):
+        try:
+            return datetime.fromtimestamp(created, UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
+    return datetime.now(UTC)
+
+
 def _fulfillment(conn: Connection, data: dict[str, Any]) -> str:
     from shared.db import orders
 
@@ -224,8 +282,6 @@ def _fulfillment(conn: Connection, data: dict[str, Any]) -> str:
     if status not in FULFILLMENT_STATUSES or not isinstance(order_id, str):
         return "invalid_fulfillment_update"
     try:
-        import uuid
-
         uuid.UUID(order_id)
         product_id = str(uuid.UUID(data["product_id"])) if data.get("product_id") else None
     except (ValueError, TypeError, AttributeError):

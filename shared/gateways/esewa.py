@@ -92,11 +92,22 @@ def _decode_json(data: str) -> dict[str, str]:
         else:
             raw = base64.b64decode(text, validate=True)
         value = json.loads(raw, parse_float=str, parse_int=str)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
         raise errors.InvalidSignature("The eSewa payment data is not base64 JSON.") from None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise errors.InvalidSignature("The eSewa payment data is not a flat JSON object.")
+    if not all(_is_unicode(text) for pair in value.items() for text in pair):
+        # "\ud800" is valid JSON but no text: it cannot be UTF-8 encoded to check a signature over it.
+        raise errors.InvalidSignature("The eSewa payment data is not valid Unicode.")
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class EsewaGateway:

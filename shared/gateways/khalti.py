@@ -90,6 +90,8 @@ class KhaltiGateway:
             raise unavailable_for_status(response, PROVIDER)
         body = json_object(response, PROVIDER)
         status = body.get("status")
+        if not isinstance(status, str):
+            status = None  # not a status at all (a list, a number): nonsense below, never a verdict
         if response.status_code != 200 and not (status in _STATES_SENT_WITH_400 and response.status_code == 400):
             if str(body.get("detail", "")).strip().lower() == "not found.":
                 # Khalti has no payment under this pidx: none was made, so it failed.

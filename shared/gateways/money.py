@@ -49,7 +49,10 @@ def major_to_minor(value: Any, currency: str = "NPR") -> int:
     if isinstance(value, float):
         text = repr(value)
     elif isinstance(value, int | Decimal):
-        text = str(value)
+        try:
+            text = str(value)
+        except ValueError:  # an int of more digits than Python turns into text (sys.get_int_max_str_digits)
+            raise MoneyError("Amount out of range.") from None
     elif isinstance(value, str):
         text = value.strip()
     else:
@@ -64,8 +67,12 @@ def major_to_minor(value: Any, currency: str = "NPR") -> int:
         raise MoneyError(f"Negative amount: {text[:40]!r}.")
     if major.adjusted() > 20:  # checked before scaling, so a huge exponent never becomes a huge int
         raise MoneyError(f"Amount out of range: {text[:40]!r}.")
-    minor = major.scaleb(exponent_of(currency), context=_EXACT)
-    if minor != minor.to_integral_value():
+    exponent = exponent_of(currency)
+    try:
+        minor = major.scaleb(exponent, context=_EXACT)
+    except Inexact:  # more significant digits than 40, so some are below the minor unit
+        minor = None
+    if minor is None or minor != minor.to_integral_value():
         raise MoneyError(f"{text[:40]!r} is not a whole number of minor units of {currency.upper()}.")
     result = int(minor)
     if result > MAX_MINOR:

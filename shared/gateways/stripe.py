@@ -122,7 +122,8 @@ class StripeGateway:
         check = payment_check_from_intent(body)
         if body.get("id") != intent.external_reference:
             raise nonsense(PROVIDER, "retrieve answered another PaymentIntent")
-        ours = (body.get("metadata") or {}).get("payment_intent_id")
+        metadata = body.get("metadata")
+        ours = metadata.get("payment_intent_id") if isinstance(metadata, dict) else None
         if ours is not None and ours != intent.payment_intent_id:
             raise errors.BadRequest("The Stripe PaymentIntent belongs to another payment intent.")
         return check

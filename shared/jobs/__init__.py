@@ -26,8 +26,8 @@ from shared.jobs.store import Job
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Job", "enqueue", "cancel", "retry", "set_dispatcher", "current_dispatcher", "dispatch_due_jobs",
-           "rescue_stale_jobs"]
+__all__ = ["Job", "enqueue", "enqueue_for_rows", "cancel", "retry", "set_dispatcher", "current_dispatcher",
+           "dispatch_due_jobs", "rescue_stale_jobs"]
 
 _dispatcher_lock = threading.Lock()
 _dispatcher: Dispatcher | None = None
@@ -63,6 +63,29 @@ def enqueue(conn: Connection, kind: str, payload: dict[str, Any] | None = None, 
     if created:
         conn.after_commit(lambda: current_dispatcher().dispatch([job]))
     return job
+
+
+def enqueue_for_rows(conn: Connection, source: str, kind: str, job_payload: str, /, *, queue: str = ORDERS,
+                     max_attempts: int | None = None, **params: Any) -> list[Job]:
+    """Write rows and one job per row in a single statement; return the jobs (none: `source` wrote nothing).
+
+    `source` is a data-modifying statement ending in `RETURNING …` (its `:name` parameters come in
+    `params`), `job_payload` a SQL expression over the returned columns that builds each job's jsonb
+    payload. Rows and jobs commit together: in the
+    caller's transaction (handed to the queue after its commit), or — outside one — as a statement
+    of its own, without BEGIN/COMMIT round trips, handed over as soon as it returns.
+    """
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
+    rows = conn.fetch_all(store.insert_for_rows_sql(source, job_payload), job_kind=kind, job_queue=queue,
+                          job_max_attempts=max_attempts or get_settings().jobs_max_attempts, **params)
+    created = [Job.from_row(row) for row in rows]
+    if created:
+        if conn.in_transaction:
+            conn.after_commit(lambda: current_dispatcher().dispatch(created))
+        else:
+            current_dispatcher().dispatch(created)
+    return created
 
 
 def cancel(conn: Connection, job_id: int) -> Job | None:

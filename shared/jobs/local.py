@@ -9,13 +9,14 @@ in the jobs table, so a restart resumes where the last process stopped.
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import httpx
+from urllib.parse import urlsplit
 
 from shared import errors
 from shared.config import Settings
@@ -94,9 +95,9 @@ class LocalDeliveryLoop:
         self._stop = threading.Event()
         self._inflight = threading.Semaphore(self.concurrency)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="deliver")
-        self._http = httpx.Client(timeout=settings.jobs_dispatch_deadline_s,
-                                  limits=httpx.Limits(max_connections=self.concurrency))
+        self._http = WorkerHttp(self.worker_url, timeout_s=settings.jobs_dispatch_deadline_s)
         self._thread = threading.Thread(target=self._run, name="local-dispatcher", daemon=True)
+        self._more_due = False  # the last take filled every free slot: more work may be waiting
         self.delivered = 0
 
     def start(self) -> None:
@@ -128,7 +129,7 @@ class LocalDeliveryLoop:
                 if time.monotonic() >= next_rescue:
                     rescue_stale_jobs(self.db)
                     next_rescue = time.monotonic() + RESCUE_INTERVAL_S
-                taken = self._take_and_deliver()
+                look_again = self._take_and_deliver()
             except errors.OrderpipeError as exc:
                 log.warning("local dispatcher cannot reach the database", extra={"code": exc.code})
                 self._stop.wait(1.0)
@@ -137,17 +138,21 @@ class LocalDeliveryLoop:
                 log.exception("local dispatcher loop error")
                 self._stop.wait(1.0)
                 continue
-            if not taken:
+            if not look_again:
+                # Nothing more is due now. A job committed in this process rings the bell (wakeup is
+                # cleared before the take, so none is missed); others are found by the next poll.
                 self.dispatcher.wakeup.wait(POLL_INTERVAL_S)
 
-    def _take_and_deliver(self) -> int:
+    def _take_and_deliver(self) -> bool:
+        """Hand due jobs to free delivery slots; True when more may be due at once (look again now)."""
         free = 0
         while free < self.concurrency and self._inflight.acquire(blocking=False):
             free += 1
         if free == 0:
             # Every delivery slot is busy: wait for one rather than spin.
+            self._more_due = True
             self._inflight.acquire(timeout=POLL_INTERVAL_S) and self._inflight.release()
-            return 1
+            return True
         try:
             with self.db.connection() as conn:
                 rows = conn.fetch_all(TAKE_DELIVERIES, limit=free, deadline_s=self.settings.jobs_dispatch_deadline_s)
@@ -157,10 +162,11 @@ class LocalDeliveryLoop:
             raise
         for _ in range(free - len(rows)):
             self._inflight.release()
+        self._more_due = len(rows) == free
         for row in rows:
             delivery = Delivery(row["job_id"], row["queue"], row["dispatch_generation"], row["delivery_attempts"] - 1)
             self._pool.submit(self._deliver_and_release, delivery)
-        return len(rows)
+        return self._more_due
 
     def _deliver_and_release(self, delivery: Delivery) -> None:
         try:
@@ -169,7 +175,8 @@ class LocalDeliveryLoop:
             log.exception("local delivery bookkeeping failed", extra={"job_id": delivery.job_id})
         finally:
             self._inflight.release()
-            self.dispatcher.wakeup.set()  # a slot is free: look for more work now
+            if self._more_due:
+                self.dispatcher.wakeup.set()  # a slot is free and work was left waiting: take it now
 
     def _deliver(self, delivery: Delivery) -> None:
         headers = {
@@ -181,14 +188,17 @@ class LocalDeliveryLoop:
             "X-CloudTasks-TaskExecutionCount": str(delivery.retry_count),
             "X-CloudTasks-TaskETA": f"{time.time():.6f}",
         }
-        status, retry_after = None, 0
+        status, retry_after, completed = None, 0, False
         try:
-            response = self._http.post(self.worker_url, json={"job_id": delivery.job_id}, headers=headers)
-            status = response.status_code
-            retry_after = _int(response.headers.get("Retry-After"))
-        except httpx.HTTPError as exc:
+            status, retry_after_header, body = self._http.post(json.dumps({"job_id": delivery.job_id}).encode(),
+                                                               headers)
+            retry_after = _int(retry_after_header)
+            completed = 200 <= status < 300 and _completed(body)
+        except (OSError, http.client.HTTPException) as exc:
             log.info("local delivery got no answer", extra={"job_id": delivery.job_id, "error": type(exc).__name__})
         self.delivered += 1
+        if completed:
+            return  # the worker's completion cleared next_delivery_at in the job's own transaction
         with self.db.connection() as conn:
             if status is not None and 200 <= status < 300:
                 conn.execute(DELIVERY_DONE, job_id=delivery.job_id, generation=delivery.generation)
@@ -199,6 +209,73 @@ class LocalDeliveryLoop:
                 if status in (429, 503) and retry_after:
                     delay = min(max(delay, retry_after), self.policy.max_backoff_s)
                 conn.execute(DELIVERY_FAILED, job_id=delivery.job_id, generation=delivery.generation, delay_s=delay)
+
+
+class WorkerHttp:
+    """POSTs to the worker over one keep-alive connection per delivery thread.
+
+    Plain http.client: a delivery is one small POST to a known URL, and httpx's machinery costs
+    several times more CPU per call — CPU the dev server's functions share under one GIL.
+    """
+
+    def __init__(self, url: str, *, timeout_s: float):
+        parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+        self._open: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
+
+    def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+        """(status, Retry-After, body); OSError or HTTPException when there is no answer."""
+        for attempt in (1, 2):
+            conn = getattr(self._local, "conn", None)
+            reused = conn is not None
+            if conn is None:
+                connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+                conn = connection_class(self._host, self._port, timeout=self._timeout_s)
+                self._local.conn = conn
+                with self._lock:
+                    self._open.add(conn)
+            try:
+                conn.request("POST", self._path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._forget(conn)
+                if reused and attempt == 1:
+                    continue  # the server closed an idle keep-alive connection: send again on a new one
+                raise
+            except BaseException:
+                self._forget(conn)
+                raise
+            if response.will_close:
+                self._forget(conn)
+            return response.status, response.getheader("Retry-After"), data
+        raise AssertionError("unreachable")
+
+    def _forget(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        self._local.conn = None
+        with self._lock:
+            self._open.discard(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._open:
+                conn.close()
+            self._open.clear()
+
+
+def _completed(body: bytes) -> bool:
+    try:
+        answer = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(answer, dict) and answer.get("status") == "completed"
 
 
 def _int(value: str | None) -> int:

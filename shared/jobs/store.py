@@ -67,6 +67,19 @@ ON CONFLICT (key) WHERE key IS NOT NULL AND status IN ('pending', 'retryable') D
 RETURNING {JOB_COLUMNS}, true AS created
 """
 
+
+
+def insert_for_rows_sql(source: str, payload: str) -> str:
+    """One statement: the data-modifying CTE `source` (… RETURNING cols) and one keyless job per row it
+    returns, whose payload is the SQL expression `payload` over those columns."""
+    return f"""
+WITH source AS ({source})
+INSERT INTO jobs (kind, queue, payload, max_attempts)
+SELECT CAST(:job_kind AS text), CAST(:job_queue AS text), {payload}, CAST(:job_max_attempts AS integer) FROM source
+RETURNING {JOB_COLUMNS}
+"""
+
+
 # FOR SHARE: the waiting job cannot be claimed until the caller's transaction ends, so when it runs
 # it sees the state change this caller was coalescing into it (a claim in between would miss it).
 SELECT_WAITING_BY_KEY = f"""

@@ -285,6 +285,7 @@ class SimulatorServer:
         if self._started:
             self._server.stop()
             self._started = False
+        self.app.webhooks.close()
 
     def __enter__(self) -> SimulatorServer:
         return self.start()

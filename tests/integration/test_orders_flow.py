@@ -246,3 +246,21 @@ def test_check_catches_an_order_line_that_took_no_stock(runtime, db):
     with db.connection() as conn:
         breached = [r["name"] for r in run_checks(conn) if not r["ok"]]
     assert breached == ["orders_backed_by_committed_stock"]
+
+
+def test_a_burst_of_orders_for_one_vendor_costs_one_metrics_refresh(app_env, monkeypatch):
+    from shared.runtime import get_runtime, reset_runtime
+
+    monkeypatch.setenv("METRICS_REFRESH_DELAY_S", "30")
+    reset_runtime()
+    runtime = get_runtime()
+    for n in range(5):
+        intent = new_intent(runtime, [(TEA, 1)], customer=f"burst-{n}")
+        gateway_says_paid(runtime, intent)
+        run_waiting_jobs(runtime, "finalize_order")
+    with runtime.db.connection() as conn:
+        refreshes = conn.fetch_all("SELECT key, run_at > now() + interval '20 seconds' AS delayed FROM jobs"
+                                   " WHERE kind = 'refresh_metrics'")
+        orders = conn.fetch_value("SELECT count(*) FROM orders")
+    assert orders == 5
+    assert len(refreshes) == 1 and refreshes[0]["delayed"]

@@ -208,3 +208,18 @@ class SimulatorProcess:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(15)
+
+
+def sql_rows(database_url: str, query: str, **params: Any) -> list[dict[str, Any]]:
+    """Run one statement on its own short-lived session (outside any runtime); rows as dicts."""
+    import pg8000.native
+
+    from shared.db.pool import parse_database_url
+
+    conn = pg8000.native.Connection(**parse_database_url(database_url), timeout=60)
+    try:
+        rows = conn.run(query, **params)
+        columns = [c["name"] for c in conn.columns] if conn.columns else []
+        return [dict(zip(columns, row, strict=True)) for row in rows or []]
+    finally:
+        conn.close()

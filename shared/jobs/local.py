@@ -171,6 +171,10 @@ class LocalDeliveryLoop:
     def _deliver_and_release(self, delivery: Delivery) -> None:
         try:
             self._deliver(delivery)
+        except errors.OrderpipeError as exc:
+            # The database is away (restart, outage): the delivery's outcome is not recorded, and the job
+            # is delivered again after its dispatch deadline, or sooner by rescue. Nothing is lost.
+            log.warning("local delivery outcome not recorded", extra={"job_id": delivery.job_id, "code": exc.code})
         except Exception:
             log.exception("local delivery bookkeeping failed", extra={"job_id": delivery.job_id})
         finally:

@@ -45,13 +45,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
-import pg8000.native
 
 from shared.db.embedded import EmbeddedPostgres
-from shared.db.pool import parse_database_url
 from shared.flows.catalog import DEMO_PRODUCTS, demo_id
 from shared.simulator.client import SimulatorClient, SimulatorRequestFailed
-from tests.helpers import ROOT, DevProcess, SimulatorProcess, free_port, wait_for
+from tests.helpers import ROOT, DevProcess, SimulatorProcess, free_port, sql_rows, wait_for
 
 PROVIDERS = ("esewa", "khalti", "stripe")
 TEA = str(demo_id(DEMO_PRODUCTS[0][1]))  # a demo product of another vendor: some orders span two vendors
@@ -870,13 +868,7 @@ class ChaosRun:
     # --- tools ------------------------------------------------------------------------------------
 
     def sql(self, query: str, **params: Any) -> list[dict[str, Any]]:
-        conn = pg8000.native.Connection(**parse_database_url(self.database_url), timeout=60)
-        try:
-            rows = conn.run(query, **params)
-            columns = [c["name"] for c in conn.columns] if conn.columns else []
-            return [dict(zip(columns, row, strict=True)) for row in rows or []]
-        finally:
-            conn.close()
+        return sql_rows(self.database_url, query, **params)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """`orderpipe ARGS` against the harness's database, with the dev server's secrets and gateways."""

@@ -18,15 +18,14 @@ import uuid
 from urllib.parse import parse_qs, urlparse
 
 import httpx
-import pg8000.native
 import pytest
 
-from shared.db.pool import parse_database_url, with_database
+from shared.db.pool import with_database
 from shared.flows.catalog import DEMO_PRODUCTS, demo_id
 from shared.simulator.client import SimulatorClient
 from shared.webhooks import hmac_body
 from tests.conftest import create_database, drop_database
-from tests.helpers import ROOT, DevProcess, SimulatorProcess, free_port, wait_for
+from tests.helpers import ROOT, DevProcess, SimulatorProcess, free_port, sql_rows, wait_for
 
 TEA = str(demo_id(DEMO_PRODUCTS[0][1]))
 JOURNAL = str(demo_id(DEMO_PRODUCTS[2][1]))
@@ -45,13 +44,7 @@ class Shop:
         self.http = httpx.Client(timeout=30)
 
     def sql(self, query, **params):
-        conn = pg8000.native.Connection(**parse_database_url(self.database_url))
-        try:
-            rows = conn.run(query, **params)
-            columns = [c["name"] for c in conn.columns] if conn.columns else []
-            return [dict(zip(columns, row, strict=True)) for row in rows or []]
-        finally:
-            conn.close()
+        return sql_rows(self.database_url, query, **params)
 
     def secrets(self) -> dict[str, str]:
         return json.loads((self.dev.data_dir / "secrets.json").read_text())

@@ -192,7 +192,7 @@ def error_response(exc: errors.OrderpipeError, cid: str) -> Response:
     if isinstance(exc, errors.TransientError):
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, errors.MethodNotAllowed) and exc.details.get("allowed"):
-        headers["Allow"] = ", ".join(exc.details["allowed"])  # RFC 9110: a 405 names the methods that are
+        headers["Allow"] = ", ".join(exc.details["allowed"])  # RFC 9110: a 405 names the allowed methods
     return json_response(body, exc.status, headers)
 
 

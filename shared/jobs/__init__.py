@@ -71,9 +71,9 @@ def enqueue_for_rows(conn: Connection, source: str, kind: str, job_payload: str,
 
     `source` is a data-modifying statement ending in `RETURNING …` (its `:name` parameters come in
     `params`), `job_payload` a SQL expression over the returned columns that builds each job's jsonb
-    payload. Rows and jobs commit together: in the
-    caller's transaction (handed to the queue after its commit), or — outside one — as a statement
-    of its own, without BEGIN/COMMIT round trips, handed over as soon as it returns.
+    payload. Rows and jobs commit together: in the caller's transaction (handed to the queue after its
+    commit), or — outside one — as a statement of its own, without BEGIN/COMMIT round trips, handed over
+    as soon as it returns.
     """
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}")

@@ -68,7 +68,6 @@ RETURNING {JOB_COLUMNS}, true AS created
 """
 
 
-
 def insert_for_rows_sql(source: str, payload: str) -> str:
     """One statement: the data-modifying CTE `source` (… RETURNING cols) and one keyless job per row it
     returns, whose payload is the SQL expression `payload` over those columns."""
